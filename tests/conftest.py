@@ -1,0 +1,85 @@
+"""Shared fixtures. The end-to-end stack (Ray + Serve + the real vLLM CPU engine on the
+tiny dev model) starts once per session and is always shut down, even on failure."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_app.config import AppConfig, load_serve_config
+from serve_app.devmodel import ensure_dev_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
+READY_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dev_model_dir() -> Path:
+    return ensure_dev_model()
+
+
+@dataclass
+class Stack:
+    base_url: str
+    app_name: str
+    config: AppConfig
+
+    def engine_handle(self, group: str):
+        from ray import serve
+
+        return serve.get_deployment_handle(group, app_name=self.app_name)
+
+    def engine_unfinished(self, group: str = "cpu") -> int:
+        return self.engine_handle(group).num_unfinished_requests.remote().result()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """`serve_config.cpu.yaml`, deployed through the real builder on free ports."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    document, config = load_serve_config(CPU_CONFIG)
+    application = document["applications"][0]
+    port = free_port()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(
+            build_app(application["args"]),
+            name=application["name"],
+            route_prefix=application["route_prefix"],
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_ready(base_url)
+        yield Stack(base_url=base_url, app_name=application["name"], config=config)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_ready(base_url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"the stack at {base_url} was not ready within {READY_TIMEOUT_S} s")
