@@ -45,6 +45,7 @@ MODEL_CONFIG = {
     "bos_token_id": 151643,
     "eos_token_id": 151645,
     "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.1",  # as Qwen2.5's; newer transformers then trust the regex
 }
 
 # Qwen2.5-72B-Instruct's generation_config.json: the sampling defaults the model ships.

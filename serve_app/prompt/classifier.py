@@ -152,13 +152,13 @@ _WRITING = re.compile(
     r"|\u00fcbersetzen?|zusammenfass\w*"
     r")\b"
 )
-_CODING = re.compile(
-    r"```|#include\b"
-    r"|\b(?:"
-    # code in the message
+# Code in the message: a fence, an error line (TypeError:), a traceback.
+_CODE_TEXT = re.compile(r"```|#include\b|error:(?<=[a-z]error:)|traceback \(most recent")
+_CODE_REQUEST = re.compile(
+    r"\b(?:"
+    # code lines
     r"def \w+\(|class \w+[:(]|from [\w.]+ import \w|public (?:static|class)|function \w*\("
-    r"|(?:const|let|var) \w+ = |console\.log\(|\w+error:|traceback \(most recent"
-    r"|stack ?trace"
+    r"|(?:const|let|var) \w+ = |console\.log\(|stack ?trace"
     # a request about code
     r"|(?:write|implement|code|create|generate|fix|debug|refactor|optimi[sz]e|review|rewrite"
     r"|port|translate|convert)\b[^.?!\n]{0,40}\b(?:functions? (?:that|to|which|for|in)"
@@ -167,7 +167,7 @@ _CODING = re.compile(
     r"|(?:this|the following|my|the above|your) (?:code|script|snippet|query|program"
     rf"|stack ?trace|traceback|bug|exception|compiler error|error message|{_CODE_LANGUAGE})"
     rf"|in {_CODE_LANGUAGE}"
-    r")\b"
+    r")(?!\w)"
 )
 
 # --- signals ----------------------------------------------------------------------------------
@@ -221,9 +221,9 @@ _PUZZLE = re.compile(
     r"(?:sequence|series|pattern)|missing (?:number|term|letter)"
     r"|(?:complete|continue) the (?:sequence|series|pattern)|find the pattern|enigma"
     r"|\u00e9nigme|acertijo|adivinanza|r\u00e4tsel)\b"
-    # a number sequence with a gap: 2, 6, 12, 20, ?
-    r"|\d+ ?, ?\d+ ?, ?\d+ ?, ?(?:\d+ ?, ?)*(?:\?|_+|\.\.\.|\u2026)"
 )
+# A number sequence with a gap to fill: 2, 6, 12, 20, ?
+_NUMBER_SEQUENCE = re.compile(r"\d+ ?, ?\d+ ?, ?\d+ ?, ?(?:\d+ ?, ?)*(?:\?|_+|\.\.\.|\u2026)")
 _LOGIC_QUESTION = re.compile(
     r"\b(?:does it follow|can (?:we|you|i) conclude|must (?:also )?be (?:true|false)"
     r"|necessarily (?:true|false)|logically (?:follows?|valid)|valid (?:argument|syllogism)"
@@ -292,9 +292,9 @@ _STATISTIC = re.compile(
     r"|durchschnitt|mittelwert)\b"
 )
 _ALGEBRA = re.compile(
-    r"\b(?:"
-    r"\d*[a-z]+(?:[\u00b2\u00b3]| ?(?:\^|\*\*) ?[\d(a-z])"  # x^2, ax^2, 3x², e**x
-    r"|\d+(?:\.\d+)?[a-z] ?[-+=<>\u2264\u2265]"  # 3x+5, 2y =
+    r"(?<=[a-z)])(?: ?\^ ?[\d(a-z]|\*\*[\d(]|[\u00b2\u00b3])"  # x^2, (x+1)^2, x**2, x²
+    r"|\b(?:"
+    r"\d+(?:\.\d+)?[a-z] ?[-+=<>\u2264\u2265]"  # 3x+5, 2y =
     r"|[a-z] ?[-+*/] ?\d+ ?[=<>\u2264\u2265]"  # x + 5 =, n/2 >
     r"|[xyz] ?[-+*/=<>] ?[\d(xyz]|[a-z] ?[=<>] ?-?\d"  # x = 5, y+3, c=0
     r"|[fgh] ?\( ?[a-z0-9] ?\) ?="  # f(x) =
@@ -311,14 +311,16 @@ _CALCULUS_VERB = re.compile(
 _MATH_OBJECT = re.compile(
     r"[a-z)] ?(?:\^|\*\*)|[a-z][\u00b2\u00b3]|[\u221a\u2211\u222b]|d/d[xyt]"
     r"|\d ?[-+*/] ?(?:\d|[a-z]\b)"
-    r"|\b(?:\d+[a-z]|d[xyt]|(?:sin|cos|tan|log|ln|exp|sqrt)(?: ?\(| [a-z]| ?\d)"
-    r"|[a-z] ?[+*/=] ?(?:\d|[a-z]\b)|[a-z] ?- ?\d)\b"
+    r"|\b(?:\d+[a-z]\b|d[xyt]\b|(?:sin|cos|tan|log|ln|exp|sqrt)(?: ?\(| [a-z]\b| ?\d)"
+    r"|[a-z] ?[+*/=] ?(?:\d|[a-z]\b)|[a-z] ?- ?\d)"
 )
-_ARITHMETIC = re.compile(
-    # 17*23, 2+2, 2^10, 12.5% of 80
+# 17*23, 2+2, 2^10, 12.5% of 80
+_OPERATION = re.compile(
     r"\d ?(?:(?:\*\*|[+*^\u00d7\u00f7]) ?[(-]? ?\d|(?:%|percent|per cent|pour ?cent"
     r"|por ?ciento|prozent) (?:of|de|del|von) [$\u20ac\u00a3]?\d)"
-    r"|\b(?:"
+)
+_ARITHMETIC = re.compile(
+    r"\b(?:"
     # seven times eight, 3 mal 4, 15 squared
     rf"{_NUM} (?:(?:plus|minus|times|multiplied by|divided by|to the power of|raised to"
     r"|modulo|mod|fois|mal|por|m[a\u00e1]s|menos|moins|geteilt durch|divis[e\u00e9] par"
@@ -360,11 +362,10 @@ _QUANTITY_QUESTION = re.compile(
     r"|what (?:is|was|will be|are|were) (?:the|their|her|his|my|our|its) (?:\w+ )?(?:total"
     r"|sum|difference|average|cost|price|speed|rate|ratio|percentage|share|distance|profit"
     r"|loss|change|remainder|balance|age|value|amount)"
-    r"|in total|altogether|in all|left over|how much more|how many more"
-    # a hint word, in a message that asks a question
-    r"|(?:total|left|remain\w*|each|per)\b(?=[^?]*\?)"
-    r")\b"
+    r"|in total|altogether|in all|left over|how much more|how many more)\b"
 )
+_QUANTITY_HINT = re.compile(r"\b(?:total|left|remain\w*|each|per)\b")  # ... in a question
+_QUESTION_MARK = re.compile(r"\?")
 # Every number a word problem may state: digits, number words, half, twice...
 _NUMBER = re.compile(
     rf"\b(?:\d+(?:[.,]\d+)*|(?:{_NUMBER_WORD}|half|twice|double|triple|dozen|quarter)\b)"
@@ -387,11 +388,12 @@ class _Rule(NamedTuple):
         )
 
 
-_NEGATIVES = (("writing", _WRITING), ("coding", _CODING))
+_NEGATIVES = (("writing", _WRITING), ("coding", _CODE_TEXT), ("coding", _CODE_REQUEST))
 _SIGNALS = (
     _Rule("counting", _COUNTING),
     _Rule("proof", _PROOF, needs=_MATH_CONTEXT),
     _Rule("puzzle", _PUZZLE),
+    _Rule("puzzle", _NUMBER_SEQUENCE, min_numbers=2),
     _Rule("puzzle", _LOGIC_QUESTION, needs=_LOGIC_PREMISE),
     _Rule("probability", _PROBABILITY, needs=_RANDOM_CONTEXT),
     _Rule("probability", _COMBINATORICS, needs=_CHOICE_CONTEXT),
@@ -402,10 +404,12 @@ _SIGNALS = (
     _Rule("equation", _ALGEBRA),
     _Rule("equation", _CALCULUS_VERB, needs=_MATH_OBJECT),
     _Rule("arithmetic", _BARE_EXPRESSION, min_numbers=2),
+    _Rule("arithmetic", _OPERATION, min_numbers=2),
     _Rule("arithmetic", _ARITHMETIC, min_numbers=1),
     _Rule("geometry", _MEASURE, needs=_SHAPE, min_numbers=1),
     _Rule("arithmetic", _COMPUTE_VERB, min_numbers=1),
     _Rule("word_problem", _QUANTITY_QUESTION, min_numbers=2),
+    _Rule("word_problem", _QUANTITY_HINT, needs=_QUESTION_MARK, min_numbers=2),
 )
 _MOST_NUMBERS_NEEDED = max(rule.min_numbers for rule in _SIGNALS)
 

@@ -1,0 +1,161 @@
+"""Both serve configs load into the same models; bad config fails naming the field; the
+builder gives each node group its own engine deployment with the right resources."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from serve_app.app import build_app, engine_deployment_options, placement_bundles
+from serve_app.config import ConfigError, NodeGroupConfig, load_serve_config, parse_app_config
+from serve_app.router import NodeGroupBalancer
+
+from .conftest import CPU_CONFIG, ROOT
+
+PRODUCTION_CONFIG = ROOT / "serve_config.yaml"
+
+
+def test_both_configs_load_into_the_same_models():
+    _, cpu = load_serve_config(CPU_CONFIG)
+    _, production = load_serve_config(PRODUCTION_CONFIG)
+    assert type(cpu) is type(production)
+    assert cpu.model.id == production.model.id == "athene-v2-chat"
+    assert production.model.source == "Nexusflow/Athene-V2-Chat"
+    assert production.model.max_model_len == 32768
+    assert cpu.prompt_policy.step_by_step.mode == production.prompt_policy.step_by_step.mode == "auto"
+    h100 = production.node_groups[0]
+    assert (h100.accelerator_type, h100.tensor_parallel_size) == ("H100", 4)
+    assert h100.engine_args["dtype"] == "bfloat16"
+    assert h100.engine_args["enable_prefix_caching"] is True
+    assert cpu.node_groups[0].accelerator_type is None
+
+
+def test_both_configs_use_the_builder():
+    for path in (CPU_CONFIG, PRODUCTION_CONFIG):
+        document, _ = load_serve_config(path)
+        assert document["applications"][0]["import_path"] == "serve_app.app:build_app"
+
+
+def cpu_args() -> dict:
+    document, _ = load_serve_config(CPU_CONFIG)
+    return copy.deepcopy(document["applications"][0]["args"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda a: a["model"].update(max_model_len="long"), "model.max_model_len"),
+        (lambda a: a["model"].update(sourse="x"), "model.sourse"),
+        (lambda a: a["prompt_policy"]["step_by_step"].update(mode="sometimes"), "prompt_policy.step_by_step.mode"),
+        (lambda a: a["node_groups"][0].update(tensor_parallel_size=0), "node_groups.0.tensor_parallel_size"),
+        (lambda a: a["node_groups"][0]["engine_args"].update(max_model_len=4), "node_groups.0.engine_args"),
+        (lambda a: a["node_groups"][0]["autoscaling_config"].update(max_replica=3), "node_groups.0.autoscaling_config.max_replica"),
+        (lambda a: a["node_groups"].append(copy.deepcopy(a["node_groups"][0])), "unique"),
+        (lambda a: a["model"].update(chat_template="missing.jinja"), "model.chat_template"),
+    ],
+)
+def test_invalid_config_fails_at_start_naming_the_field(mutate, named):
+    args = cpu_args()
+    mutate(args)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        build_app(args)
+
+
+def gpu_group(**overrides) -> NodeGroupConfig:
+    fields = {"name": "h100-tp4", "accelerator_type": "H100", "tensor_parallel_size": 4, "num_cpus": 4}
+    return NodeGroupConfig(**{**fields, **overrides})
+
+
+def test_gpu_group_reserves_one_strict_pack_bundle_per_tp_rank():
+    options = engine_deployment_options(gpu_group())
+    assert options["name"] == "h100-tp4"
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    assert options["placement_group_bundles"] == [
+        {"GPU": 1.0, "accelerator_type:H100": 0.001, "CPU": 4},
+        {"GPU": 1.0, "accelerator_type:H100": 0.001},
+        {"GPU": 1.0, "accelerator_type:H100": 0.001},
+        {"GPU": 1.0, "accelerator_type:H100": 0.001},
+    ]
+    # The replica actor takes only the first bundle's CPUs; vLLM's Ray workers take the GPUs.
+    assert options["ray_actor_options"]["num_cpus"] == 4
+    assert "num_gpus" not in options["ray_actor_options"]
+
+
+def test_cpu_group_has_no_placement_group_and_carries_its_env():
+    _, config = load_serve_config(CPU_CONFIG)
+    options = engine_deployment_options(config.node_groups[0])
+    assert "placement_group_bundles" not in options
+    assert options["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_group_options_carry_autoscaling_and_limits():
+    group = gpu_group(
+        autoscaling_config={"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 16},
+        max_ongoing_requests=48,
+        max_queued_requests=64,
+    )
+    options = engine_deployment_options(group)
+    assert options["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 3,
+        "target_ongoing_requests": 16,
+    }
+    assert (options["max_ongoing_requests"], options["max_queued_requests"]) == (48, 64)
+
+
+def test_engine_args_are_vllm_engine_args():
+    from serve_app.engine import engine_args_for
+
+    _, config = load_serve_config(PRODUCTION_CONFIG)
+    group = config.node_groups[0]
+    args = engine_args_for(config.model, config.model.source, group)
+    assert (args.tensor_parallel_size, args.distributed_executor_backend) == (4, "ray")
+    assert args.max_model_len == 32768 and args.enable_prefix_caching is True
+    _, cpu = load_serve_config(CPU_CONFIG)
+    assert engine_args_for(cpu.model, "x", cpu.node_groups[0]).distributed_executor_backend == "mp"
+
+
+def test_one_engine_deployment_per_node_group():
+    args = cpu_args()
+    second = copy.deepcopy(args["node_groups"][0])
+    second["name"] = "cpu-b"
+    args["node_groups"].append(second)
+    config = parse_app_config(args)
+    app = build_app(args)
+    router = app._bound_deployment
+    assert router.name == "router"
+    engines = router.init_args[1]
+    assert sorted(engines) == ["cpu", "cpu-b"]
+    assert {e._bound_deployment.name for e in engines.values()} == {"cpu", "cpu-b"}
+    assert router.init_args[0] == config
+
+
+class TestBalancer:
+    def make(self) -> NodeGroupBalancer:
+        groups = [gpu_group(name="h100", max_ongoing_requests=40), gpu_group(name="a100", max_ongoing_requests=20)]
+        return NodeGroupBalancer(groups, {"h100": object(), "a100": object()})
+
+    def test_least_loaded_per_unit_of_live_capacity(self):
+        balancer = self.make()
+        balancer.running.update(h100=1, a100=2)  # capacity 40 vs 40
+        balancer.in_flight.update(h100=10, a100=5)
+        assert balancer.pick() == "a100"
+        balancer.in_flight.update(a100=30)
+        assert balancer.pick() == "h100"
+
+    def test_spreads_in_proportion_to_capacity(self):
+        balancer = self.make()
+        balancer.running.update(h100=1, a100=1)  # 40 vs 20 slots
+        for _ in range(30):
+            balancer.in_flight[balancer.pick()] += 1
+        assert balancer.in_flight == {"h100": 20, "a100": 10}
+
+    def test_groups_without_live_replicas_come_last(self):
+        balancer = self.make()
+        balancer.running.update(h100=0, a100=1)
+        balancer.in_flight.update(a100=100)
+        assert balancer.pick() == "a100"
+        assert not balancer.ready()
+        balancer.running.update(h100=1)
+        assert balancer.pick() == "h100" and balancer.ready()
