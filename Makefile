@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean
+.PHONY: serve test lint devmodel install clean bench-prompt
 
 install: $(STAMP)
 
@@ -48,3 +48,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+bench-prompt: devmodel
+	$(PY) -m benchmarks.prompt_costs

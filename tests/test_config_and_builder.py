@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from serve_app.app import build_app, engine_deployment_options, placement_bundles
+from serve_app.app import build_app, engine_deployment_options
 from serve_app.config import ConfigError, NodeGroupConfig, load_serve_config, parse_app_config
 from serve_app.router import NodeGroupBalancer
 
@@ -23,7 +23,9 @@ def test_both_configs_load_into_the_same_models():
     assert cpu.model.id == production.model.id == "athene-v2-chat"
     assert production.model.source == "Nexusflow/Athene-V2-Chat"
     assert production.model.max_model_len == 32768
-    assert cpu.prompt_policy.step_by_step.mode == production.prompt_policy.step_by_step.mode == "auto"
+    assert (
+        cpu.prompt_policy.step_by_step.mode == production.prompt_policy.step_by_step.mode == "auto"
+    )
     h100 = production.node_groups[0]
     assert (h100.accelerator_type, h100.tensor_parallel_size) == ("H100", 4)
     assert h100.engine_args["dtype"] == "bfloat16"
@@ -47,10 +49,22 @@ def cpu_args() -> dict:
     [
         (lambda a: a["model"].update(max_model_len="long"), "model.max_model_len"),
         (lambda a: a["model"].update(sourse="x"), "model.sourse"),
-        (lambda a: a["prompt_policy"]["step_by_step"].update(mode="sometimes"), "prompt_policy.step_by_step.mode"),
-        (lambda a: a["node_groups"][0].update(tensor_parallel_size=0), "node_groups.0.tensor_parallel_size"),
-        (lambda a: a["node_groups"][0]["engine_args"].update(max_model_len=4), "node_groups.0.engine_args"),
-        (lambda a: a["node_groups"][0]["autoscaling_config"].update(max_replica=3), "node_groups.0.autoscaling_config.max_replica"),
+        (
+            lambda a: a["prompt_policy"]["step_by_step"].update(mode="sometimes"),
+            "prompt_policy.step_by_step.mode",
+        ),
+        (
+            lambda a: a["node_groups"][0].update(tensor_parallel_size=0),
+            "node_groups.0.tensor_parallel_size",
+        ),
+        (
+            lambda a: a["node_groups"][0]["engine_args"].update(max_model_len=4),
+            "node_groups.0.engine_args",
+        ),
+        (
+            lambda a: a["node_groups"][0]["autoscaling_config"].update(max_replica=3),
+            "node_groups.0.autoscaling_config.max_replica",
+        ),
         (lambda a: a["node_groups"].append(copy.deepcopy(a["node_groups"][0])), "unique"),
         (lambda a: a["model"].update(chat_template="missing.jinja"), "model.chat_template"),
     ],
@@ -63,7 +77,12 @@ def test_invalid_config_fails_at_start_naming_the_field(mutate, named):
 
 
 def gpu_group(**overrides) -> NodeGroupConfig:
-    fields = {"name": "h100-tp4", "accelerator_type": "H100", "tensor_parallel_size": 4, "num_cpus": 4}
+    fields = {
+        "name": "h100-tp4",
+        "accelerator_type": "H100",
+        "tensor_parallel_size": 4,
+        "num_cpus": 4,
+    }
     return NodeGroupConfig(**{**fields, **overrides})
 
 
@@ -133,7 +152,10 @@ def test_one_engine_deployment_per_node_group():
 
 class TestBalancer:
     def make(self) -> NodeGroupBalancer:
-        groups = [gpu_group(name="h100", max_ongoing_requests=40), gpu_group(name="a100", max_ongoing_requests=20)]
+        groups = [
+            gpu_group(name="h100", max_ongoing_requests=40),
+            gpu_group(name="a100", max_ongoing_requests=20),
+        ]
         return NodeGroupBalancer(groups, {"h100": object(), "a100": object()})
 
     def test_least_loaded_per_unit_of_live_capacity(self):

@@ -18,30 +18,35 @@ The rules, in order; the first that matches gives the verdict:
    - `writing`: a request to write or generate text (a poem, story, email, essay, a list of
      ideas or examples, a riddle to tell) or to summarize, translate or rewrite one. A story
      about 2+2 needs no working out.
-   - `coding`: code in the message (a code fence, code lines, a traceback) or a request to
-     write, fix or explain code: the answer is code, not a worked computation.
+   - `coding`: code in the message (code lines, an error line, a traceback) or a request to
+     write, fix or explain code: the answer is code, not a worked computation. A code fence
+     alone decides nothing: it may hold a table to total, or code whose output is asked.
+   - `no_solving`: the user asks not to solve ("don't calculate, just explain the idea").
+   - `trivia`: who was the first / who first... (who first proved a theorem is history).
 2. Signals, each a question that needs working out rather than recall:
    - `counting`: letters, vowels, words... in a given text ("how many r's are in
      strawberry", "count the vowels in ...", "the 3rd letter of ...", spelling backwards).
    - `proof`: prove / show that, about something mathematical.
    - `puzzle`: riddles, logic puzzles (knights and knaves, river crossing, who owns the
      zebra), "what comes next" and number sequences, chains of comparisons, syllogisms.
-   - `probability`: the probability or odds of dice, coins, cards, draws...; the number of
-     ways to arrange or choose things.
+   - `probability`: the probability or odds of dice, coins, cards, draws...
+   - `combinatorics`: the number of ways to arrange or choose things, of 4-digit codes...
    - `date_math`: a day, date, time or duration asked from concrete dates, times or spans
      ("what day is 100 days after Monday", "days between March 3 and June 17").
-   - `unit_conversion`: a number with a unit, to convert to another unit.
-   - `number_theory`: is N prime / even / divisible, gcd, lcm, factors, mod, remainders.
+   - `unit_conversion`: a number with a unit to convert to another unit; how many units in
+     a unit ("how many seconds in a week").
+   - `number_theory`: is N prime / even / divisible / a leap year, gcd, lcm, factors, mod.
    - `statistics`: mean, median, average, variance... with at least two numbers.
    - `equation`: algebra (3x+5=20, x^2, solve for x), and calculus or algebra verbs
      (derivative, integrate, limit, simplify, factor, solve) applied to an expression.
    - `arithmetic`: an operator between numbers (17*23, 2^10, "seven times eight"), a
      percentage of a number, a function of a number (square root of 144), "what is 100-37",
-     a bare expression, or a compute verb (calculate, calcule, berechne...) with a number.
+     a bare expression, a number to write as a fraction / decimal / in binary, a comparison
+     of two numbers, or a compute verb (calculate, calcule, berechne...) with a number.
    - `geometry`: area, perimeter, volume... of a named shape, with a number.
    - `word_problem`: at least two numbers and a question for a quantity (how many / much /
-     long / far, what time, in total, what is the price; total / left / each / per in a
-     question).
+     long / far, what time, in total, what is the price, what do I pay; total / left / each
+     / per in a message with a question mark).
 3. Otherwise `no_signal`. Trivia ("how many moons does Jupiter have?"), concepts ("what is
    a prime number?"), advice and chat ask for no computation, so they land here.
 
@@ -50,9 +55,9 @@ computation; "what is a prime" is a definition, "is 221 prime" is a check. Engli
 best; common French, Spanish and German cues (combien, cuántos, wie viele, calcule,
 résoudre, resuelve, berechne...) are included where they cost a word in a list.
 
-Why rules and not a model: no dependencies, tens of microseconds on a typical prompt in a
-router that sees every request, bounded work on huge inputs, and a reason per verdict that
-explains itself in metrics. A wrong verdict costs little: a few extra reasoning tokens, or an
+Why rules and not a model: no dependencies, a fraction of a millisecond on a typical prompt in
+a router that sees every request, bounded work on huge inputs (the window), and a reason per
+verdict that explains itself in metrics. A wrong verdict costs little: a few extra reasoning tokens, or an
 answer without them.
 """
 
@@ -67,7 +72,7 @@ GREETING_MAX_CHARS = 80  # longer messages are never classified as a greeting
 
 class Verdict(NamedTuple):
     applies: bool
-    reason: str  # short label for metrics: "arithmetic", "counting", "no_signal", "greeting"...
+    reason: str  # short label for metrics: "arithmetic", "counting", "greeting", "no_signal"...
 
 
 def _words(fragments: str) -> str:
@@ -83,7 +88,7 @@ _NUMBER_WORD = _words(
     " eighty ninety hundred thousand million billion"
 )
 # A number in digits (1,250.5) or in English words (twenty-one, seven hundred and twelve).
-_NUM = rf"(?:\d+(?:[.,]\d+)*|{_NUMBER_WORD}(?:(?:[- ]|\sand\s){_NUMBER_WORD})*)"
+_NUM = rf"(?:\d+(?:[.,]\d+)*|{_NUMBER_WORD}(?:(?:[- ]| and ){_NUMBER_WORD})*)"
 _UNIT = _words(
     r"km kilomet(?:er|re)s? miles? mi m met(?:er|re)s? cm centimet(?:er|re)s? mm ft feet foot"
     r" inch(?:es)? yards? yd kg kilos? kilograms? g grams? lbs? pounds? oz ounces? stones?"
@@ -114,9 +119,9 @@ _TEXT_UNIT = _words(
 _QUOTE = r"[\"'\u2018\u201c\u201d\u00ab\u00bb]?"  # an optional quote around a letter
 _WHOLE_LANGUAGE = r"(?![^?\n]{0,40}\b(?:language|alphabet|dictionary|vocabulary)\b)"
 
-# Each pattern below is one `\b(?:...)` group of word-led alternatives, plus at most one part
-# led by a digit or symbol: a scan costs about the same per character whatever the number of
-# alternatives, so the number of scans sets the time.
+# Speed: each pattern is one scan of the window. A scan for word starts (`\b(?:...)`) costs
+# about the same whatever the number of alternatives, so they share one group per pattern; a
+# pattern led by a digit, an operator or a space is several times cheaper to scan for.
 
 # --- negatives --------------------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ _WRITING = re.compile(
     r"|summar(?:y|ies)|captions?|slogans?|names?|titles?|ideas?|tips|suggestions?|examples?"
     r"|questions?|quiz(?:zes)?|outlines?|descriptions?|bios?|reviews?|messages?|paragraphs?"
     r"|sonnets?|raps?|toasts?|novels?|plots?|dialogues?|fables?|tales?|things|reasons|facts"
+    r"|books?|movies?|films?|courses?|resources?|websites?|apps?|podcasts?|games?|recipes?"
     r"|po[\u00e8e]mes?|histoires?|po[e\u00e9]mas?|cuentos?|historias?|gedichte?"
     r"|geschichten?|witze?)"
     # summarize, translate, rewrite a text
@@ -152,22 +158,32 @@ _WRITING = re.compile(
     r"|\u00fcbersetzen?|zusammenfass\w*"
     r")\b"
 )
-# Code in the message: a fence, an error line (TypeError:), a traceback.
-_CODE_TEXT = re.compile(r"```|#include\b|error:(?<=[a-z]error:)|traceback \(most recent")
+# Code in the message: code lines, an error line (TypeError:), a traceback. A code fence alone
+# decides nothing: it may hold a table to compute on, or code whose output is the question.
+_CODE_TEXT = re.compile(
+    r"error:(?<=[a-z]error:)|traceback \(most recent|#include\b"
+    r"|\b(?:def \w+\(|class \w+[:(]|from [\w.]+ import \w|public (?:static|class)|function \w*\("
+    r"|(?:const|let|var) \w+ = |console\.log\(|stack ?trace)"
+)
+# A request about code: write, fix, refactor, explain this code.
 _CODE_REQUEST = re.compile(
-    r"\b(?:"
-    # code lines
-    r"def \w+\(|class \w+[:(]|from [\w.]+ import \w|public (?:static|class)|function \w*\("
-    r"|(?:const|let|var) \w+ = |console\.log\(|stack ?trace"
-    # a request about code
-    r"|(?:write|implement|code|create|generate|fix|debug|refactor|optimi[sz]e|review|rewrite"
-    r"|port|translate|convert)\b[^.?!\n]{0,40}\b(?:functions? (?:that|to|which|for|in)"
-    rf"|methods?|class(?:es)?|scripts?|programs?|code|snippets?|algorithms?|apis?|endpoints?"
-    rf"|quer(?:y|ies)|bugs?|unit tests?|{_CODE_LANGUAGE})"
+    r"\b(?:refactor|debug"
+    r"|(?:write|implement|code|create|generate|fix|optimi[sz]e|review|rewrite|port|translate"
+    r"|convert)\b[^.?!\n]{0,40}\b(?:functions? (?:that|to|which|for|in)|methods?|class(?:es)?"
+    r"|scripts?|programs?|code|snippets?|algorithms?|apis?|endpoints?|quer(?:y|ies)|bugs?"
+    rf"|unit tests?|{_CODE_LANGUAGE})"
     r"|(?:this|the following|my|the above|your) (?:code|script|snippet|query|program"
     rf"|stack ?trace|traceback|bug|exception|compiler error|error message|{_CODE_LANGUAGE})"
     rf"|in {_CODE_LANGUAGE}"
     r")(?!\w)"
+)
+
+# Who did something first: history, whatever the topic ("who first proved ...").
+_WHO_FIRST = re.compile(r"\bwho (?:was|were|is) the (?:first|last|only)\b|\bwho first\b")
+# The user asks for no working out: "don't solve it, just explain".
+_NO_SOLVING = re.compile(
+    r"\b(?:(?:don't|do not|no need to|without) (?:solv|calculat|comput|work)\w*"
+    r"|just (?:explain|describe) the (?:idea|concept))"
 )
 
 # --- signals ----------------------------------------------------------------------------------
@@ -182,9 +198,12 @@ _COUNTING = re.compile(
     r"[^?\n]{0,40}\b(?:in|does|do|have|has|contain|appear)\b"
     r"|how many times (?:does|do|did|is|are|will|can)\b[^?\n]{0,60}"
     r"\b(?:appear|occur|show up|repeated|used|come up)"
-    # how many items are in this list
+    # how many items are in this list, how many are unique, how many squares on a chessboard
     r"|how many \w+ (?:are )?(?:there )?in (?:this|these|the following|the above|the given|"
     r"my|the) (?:list|text|sentence|paragraph|passage|string|word|phrase|array|sequence|set)\b"
+    r"|how many (?:\w+ )?(?:items|entries|elements) (?:are )?(?:there )?in (?:total|all|the list"
+    r"|this list|it|them)\b|how many (?:of them )?(?:are )?(?:unique|distinct)"
+    r"|how many (?:squares|rectangles|triangles|diagonals|cubes) (?:are )?(?:there )?(?:in|on)\b"
     # count the vowels, the number of words in
     rf"|count (?:the |all |how many )?(?:number of )?(?:{_TEXT_UNIT}|{_QUOTE}[a-z]{_QUOTE}'?s"
     r"|times|items|elements|entries|lines|unique|distinct)\b"
@@ -201,8 +220,10 @@ _COUNTING = re.compile(
     r"|dans|hay|tiene|en|hat|gibt es|sind|in)\b"
     r")"
 )
+# A request to prove something (not "who first proved Fermat's Last Theorem?").
 _PROOF = re.compile(
-    r"\b(?:prove|proving|disprove|(?:show|demonstrate|verify) that|proof (?:that|of|for)"
+    r"\b(?:prove (?:that|the|this|it|why|whether|by|for|all|every|there)\b|prove:"
+    r"|prove (?=\S*[\d=^\u221a])|disprove|(?:show|demonstrate|verify) that|proof (?:that|of|for)"
     r"|d\u00e9montre[rz]?|prouve[rz]?|montre[rz]? que|demuestra|demostrar|demuestre"
     r"|muestra que|beweise|beweisen|zeige,? dass)\b"
 )
@@ -216,14 +237,16 @@ _MATH_CONTEXT = re.compile(
 _PUZZLE = re.compile(
     r"\b(?:riddle|brain ?teaser|logic (?:puzzle|problem|question|grid)|(?<!jigsaw )puzzle"
     r"|knights? and knaves?|knaves?|always (?:lies?|lying|tells? the truth)|truth-?tellers?"
-    r"|one of them (?:lies|is lying)|cross(?:ing)? the river|river crossing|who owns the"
+    r"|one of them (?:lies|is lying)|(?:cross(?:ing)?|across) (?:a|the) river|river crossing"
+    r"|who owns the|who (?:has|owns|lives in|drinks|plays) (?:which|what)|each (?:have|has|own"
+    r"|owns) a different|(?:every|each) label is wrong|mislabel+ed"
     r"|what comes next|next (?:number|term|letter|shape|one) in (?:the|this) "
     r"(?:sequence|series|pattern)|missing (?:number|term|letter)"
     r"|(?:complete|continue) the (?:sequence|series|pattern)|find the pattern|enigma"
     r"|\u00e9nigme|acertijo|adivinanza|r\u00e4tsel)\b"
 )
-# A number sequence with a gap to fill: 2, 6, 12, 20, ?
-_NUMBER_SEQUENCE = re.compile(r"\d+ ?, ?\d+ ?, ?\d+ ?, ?(?:\d+ ?, ?)*(?:\?|_+|\.\.\.|\u2026)")
+# A number sequence with a gap to fill: 2, 6, 12, 20, ? (its last three terms and the gap).
+_NUMBER_SEQUENCE = re.compile(r"\d ?, ?\d+ ?, ?\d+ ?, ?(?:\?|_+|\.\.\.|\u2026)")
 _LOGIC_QUESTION = re.compile(
     r"\b(?:does it follow|can (?:we|you|i) conclude|must (?:also )?be (?:true|false)"
     r"|necessarily (?:true|false)|logically (?:follows?|valid)|valid (?:argument|syllogism)"
@@ -243,11 +266,12 @@ _RANDOM_CONTEXT = re.compile(
     r"|urn|bag|jar|draw\w*|roll\w*|flip\w*|toss\w*|random\w*|lottery|birthdays?|doors?)\b"
 )
 _COMBINATORICS = re.compile(
-    r"\b(?:how many (?:different |distinct |possible |unique )?(?:ways|combinations"
+    r"\b(?:how many (?:different |distinct |possible |unique )?(?:\d+-(?:digit|letter"
+    r"|character) \w+|ways|combinations"
     r"|permutations|arrangements|outcomes|subsets|handshakes|paths|orderings|passwords"
-    r"|license plates|codes)|permutations? of|\d+ ?choose ?\d+|n?c\(\d+, ?\d+\)"
+    r"|license plates|codes)\b|permutations? of\b|\d+ ?choose ?\d|n?c\(\d+, ?\d+\)"
     r"|de combien de fa[\u00e7c]ons|de cu[a\u00e1]ntas (?:maneras|formas)"
-    r"|auf wie viele (?:arten|weisen))\b"
+    r"|auf wie viele (?:arten|weisen))"
 )
 _CHOICE_CONTEXT = re.compile(
     rf"\d|\b(?:{_NUMBER_WORD}|arrange\w*|choose|chosen|select\w*|pick\w*|seat\w*|sit"
@@ -265,25 +289,25 @@ _DATE_ANCHOR = re.compile(
     r"|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"
     rf"|\d+ {_DURATION} (?:after|before|from|later|ago|since|earlier|apr[e\u00e8]s|avant"
     r"|despu[e\u00e9]s|antes|nach|vor)\b"
-    rf"|{_WEEKDAY}\b[^.?!\n]{{0,40}}\d|\d[^.?!\n]{{0,40}}\b{_WEEKDAY}\b)"
+    rf"|{_WEEKDAY}\b[^.?!\n]{{0,40}}\d)"
 )
 _UNIT_CONVERSION = re.compile(
     rf"\b(?:\d[\d.,]* ?{_UNIT} (?:to|in|into|en|a|nach|zu) {_UNIT}"
-    rf"|how many {_UNIT} (?:are )?(?:in|is|make|per) (?:one|\d[\d.,]*) ?{_UNIT}"
+    rf"|how many {_UNIT} (?:are )?(?:in|is|make|per) (?:an?|one|\d[\d.,]*) ?{_UNIT}"
     rf"|(?:convert\w*|conversion|convertir|convierte|umrechn\w*)\b[^\n]{{0,30}}?\d[\d.,]* ?"
     rf"{_UNIT})\b"
 )
 _NUMBER_THEORY = re.compile(
     r"\b(?:is \d[\d,]* (?:an? )?(?:prime|composite|even|odd|divisible|multiple|factor|perfect"
-    r"|square|triangular|fibonacci)"
+    r"|square|triangular|fibonacci)\b"
     r"|(?:gcd|gcf|hcf|lcm|greatest common (?:divisor|factor)|highest common factor"
     r"|least common (?:multiple|denominator)|prime factori[sz]ation|prime factors|factors"
     r"|divisors|multiples) (?:of )?\d"
     r"|divisible by \d|mod(?:ulo)? \d|remainder\b[^.?!\n]{0,40}\d"
     r"|primes? (?:numbers? )?(?:between|less than|below|under|up to|from|greater than) \d"
-    r"|\d+(?:st|nd|rd|th) (?:prime|fibonacci|triangular|perfect)"
+    r"|\d+(?:st|nd|rd|th) (?:prime|fibonacci|triangular|perfect)|is \d+ a leap year"
     r"|est-ce que \d+ est premier|es \d+ (?:un )?(?:n[u\u00fa]mero )?primo"
-    r"|ist \d+ (?:eine )?primzahl)\b"
+    r"|ist \d+ (?:eine )?primzahl)"
 )
 _STATISTIC = re.compile(
     r"\b(?:(?:the|arithmetic|geometric|sample|population) mean|mean of|median|the mode|mode of"
@@ -291,10 +315,13 @@ _STATISTIC = re.compile(
     r"|interquartile|correlation|moyenne|m[e\u00e9]diane|la media|media de|mediana|promedio"
     r"|durchschnitt|mittelwert)\b"
 )
+# A power of a variable: x^2, (x+1)^2, x**2. Led by the operator, then a look back at what
+# it raises: a scan for a rare character is several times faster than one for a word start.
+_POWER = re.compile(r"\^(?<=[a-z)]\^) ?[\d(a-z]|\*\*(?<=[a-z)]\*\*)[\d(]")
 _ALGEBRA = re.compile(
-    r"(?<=[a-z)])(?: ?\^ ?[\d(a-z]|\*\*[\d(]|[\u00b2\u00b3])"  # x^2, (x+1)^2, x**2, x²
-    r"|\b(?:"
-    r"\d+(?:\.\d+)?[a-z] ?[-+=<>\u2264\u2265]"  # 3x+5, 2y =
+    r"\b(?:"
+    r"\d*[a-z][\u00b2\u00b3]"  # x², 3x³
+    r"|\d+(?:\.\d+)?[a-z] ?[-+=<>\u2264\u2265]"  # 3x+5, 2y =
     r"|[a-z] ?[-+*/] ?\d+ ?[=<>\u2264\u2265]"  # x + 5 =, n/2 >
     r"|[xyz] ?[-+*/=<>] ?[\d(xyz]|[a-z] ?[=<>] ?-?\d"  # x = 5, y+3, c=0
     r"|[fgh] ?\( ?[a-z0-9] ?\) ?="  # f(x) =
@@ -302,14 +329,14 @@ _ALGEBRA = re.compile(
     r")"
 )
 _CALCULUS_VERB = re.compile(
-    r"\b(?:derivatives?|differentiate|integral|integrate|antiderivative|limit|simplify"
+    r"\b(?:derivatives?|differentiate|integral|integrate|antiderivative|limit|lim|simplify"
     r"|factori[sz]e|factor|solve|evaluate|expand|roots?|zeros?|determinant|eigen\w*"
     r"|d[e\u00e9]riv[e\u00e9]e|derivada|ableitung|int[e\u00e9]grale?|r[e\u00e9]soudre"
     r"|r[e\u00e9]sous|resuelve|resolver|resuelva|l[\u00f6o]se|l[\u00f6o]sen|simplifie[rz]?"
     r"|simplifica|vereinfache|factorise[rz]?)\b"
 )
 _MATH_OBJECT = re.compile(
-    r"[a-z)] ?(?:\^|\*\*)|[a-z][\u00b2\u00b3]|[\u221a\u2211\u222b]|d/d[xyt]"
+    r"[a-z)] ?(?:\^|\*\*)|[a-z][\u00b2\u00b3]|[\u221a\u2211\u222b]|d/d[xyt]|\[ ?\[? ?-?\d"
     r"|\d ?[-+*/] ?(?:\d|[a-z]\b)"
     r"|\b(?:\d+[a-z]\b|d[xyt]\b|(?:sin|cos|tan|log|ln|exp|sqrt)(?: ?\(| [a-z]\b| ?\d)"
     r"|[a-z] ?[+*/=] ?(?:\d|[a-z]\b)|[a-z] ?- ?\d)"
@@ -319,17 +346,25 @@ _OPERATION = re.compile(
     r"\d ?(?:(?:\*\*|[+*^\u00d7\u00f7]) ?[(-]? ?\d|(?:%|percent|per cent|pour ?cent"
     r"|por ?ciento|prozent) (?:of|de|del|von) [$\u20ac\u00a3]?\d)"
 )
+# seven times eight, 3 mal 4, 15 squared: led by the space before the operator word, fast to
+# scan for; the rule also wants two numbers in the message.
+_WORD_OPERATION = re.compile(
+    r" (?:(?:plus|minus|times|multiplied by|divided by|to the power of|raised to|modulo|mod"
+    r"|fois|mal|m[a\u00e1]s|menos|moins|geteilt durch|divis[e\u00e9] par"
+    rf"|dividido (?:por|entre)) {_NUM}|squared|cubed|factorial|au carr[e\u00e9]|al cuadrado)\b"
+)
 _ARITHMETIC = re.compile(
     r"\b(?:"
-    # seven times eight, 3 mal 4, 15 squared
-    rf"{_NUM} (?:(?:plus|minus|times|multiplied by|divided by|to the power of|raised to"
-    r"|modulo|mod|fois|mal|por|m[a\u00e1]s|menos|moins|geteilt durch|divis[e\u00e9] par"
-    rf"|dividido (?:por|entre)) {_NUM}|squared|cubed|factorial|au carr[e\u00e9]|al cuadrado)\b"
     # square root of 144
-    r"|(?:square root|cube root|sqrt|log(?:arithm)?|ln|sin|cos|tan|factorial"
+    r"(?:square root|cube root|sqrt|log(?:arithm)?|ln|sin|cos|tan|factorial"
     rf"|racine carr[e\u00e9]e|ra[i\u00ed]z cuadrada|wurzel) ?(?:of |de |aus )?\(? ?{_NUM}\b"
     # what percent of 80 is 20
     r"|what (?:percent(?:age)?|%) of\b|is what (?:percent|%)"
+    # 0.375 as a fraction, convert 1/7 to a decimal; is 0.999... equal to 1
+    r"|(?:as|to|into) an? (?:fraction|decimal|percentage|mixed number|improper fraction)"
+    r"|(?:to|in|into) (?:binary|hexadecimal|hex|octal|roman numerals|scientific notation)\b"
+    r"|is -?\d[\d.,]*(?:\.\.\.|\u2026)?(?: repeating)? (?:equal to|greater than|less than"
+    r"|bigger than|smaller than|larger than) -?\d"
     # the sum of 3 and 4, multiply 6 by 7
     rf"|(?:sum|product|difference|quotient) (?:of|between) {_NUM} (?:and|,) {_NUM}\b"
     rf"|(?:add|multiply|divide|subtract) {_NUM} (?:and|by|from|to|with|into) {_NUM}\b"
@@ -337,13 +372,12 @@ _ARITHMETIC = re.compile(
     r"|(?:what(?:'s|s| is)|how much is|equals?|combien (?:fait|font)|cu[a\u00e1]nto es"
     r"|wie viel ist|was ist) (?:\(?-?\d[\d.,]*(?: ?[-/x] ?\(?-?\d[\d.,]*\)?)+ ?(?:[?.!=]|$)"
     r"|\d+!)"
+    # calculate, calcule, berechne (with a number somewhere)
+    r"|calculate|compute|evaluate|calcule[rz]?|calcular?|berechnen?|rechne"
     r")"
 )
 # The whole message is an expression such as 100-37 (other operators are caught above).
 _BARE_EXPRESSION = re.compile(r"^[\d\s.,()%=?]*\d ?[-/x] ?[(-]?\d[\d\s.,()+\-*/x%=?]*$")
-_COMPUTE_VERB = re.compile(
-    r"\b(?:calculate|compute|evaluate|calcule[rz]?|calcular?|berechnen?|rechne)\b"
-)
 _MEASURE = re.compile(
     r"\b(?:area|perimeter|volume|circumference|radius|diameter|hypotenuse|side length|diagonal"
     r"|angles?|aire|p[e\u00e9]rim[e\u00e8]tre|\u00e1rea|per[i\u00ed]metro|fl\u00e4che|umfang"
@@ -359,12 +393,14 @@ _QUANTITY_QUESTION = re.compile(
     r"\b(?:how (?:many|much|long|far|fast|old|often|tall|high|heavy|big|large|deep|wide)"
     r"|what time|combien|cu[a\u00e1]nt[oa]s?|wie (?:viele?|lange|weit|alt|oft|schnell)"
     r"|find|calculate|compute|determine|work out|figure out"
-    r"|what (?:is|was|will be|are|were) (?:the|their|her|his|my|our|its) (?:\w+ )?(?:total"
-    r"|sum|difference|average|cost|price|speed|rate|ratio|percentage|share|distance|profit"
-    r"|loss|change|remainder|balance|age|value|amount)"
+    r"|what(?:'s|s| is| was| will be| are| were) (?:the|their|her|his|my|our|its) (?:\w+ )?"
+    r"(?:total|sum|difference|average|cost|price|speed|rate|ratio|percentage|share|distance"
+    r"|profit|loss|change|remainder|balance|age|value|amount|density|area|volume)"
+    r"|(?:do|will|would|should|does|did) (?:i|we|you|they|he|she) (?:\w+ )?(?:pay|owe|save"
+    r"|spend|earn|get back|need)"
     r"|in total|altogether|in all|left over|how much more|how many more)\b"
 )
-_QUANTITY_HINT = re.compile(r"\b(?:total|left|remain\w*|each|per)\b")  # ... in a question
+_QUANTITY_HINT = re.compile(r"\b(?:total|left|remain\w*|each|per)\b")  # needs a "?" too
 _QUESTION_MARK = re.compile(r"\?")
 # Every number a word problem may state: digits, number words, half, twice...
 _NUMBER = re.compile(
@@ -388,7 +424,13 @@ class _Rule(NamedTuple):
         )
 
 
-_NEGATIVES = (("writing", _WRITING), ("coding", _CODE_TEXT), ("coding", _CODE_REQUEST))
+_NEGATIVES = (
+    ("writing", _WRITING),
+    ("coding", _CODE_TEXT),
+    ("coding", _CODE_REQUEST),
+    ("no_solving", _NO_SOLVING),
+    ("trivia", _WHO_FIRST),
+)
 _SIGNALS = (
     _Rule("counting", _COUNTING),
     _Rule("proof", _PROOF, needs=_MATH_CONTEXT),
@@ -396,18 +438,19 @@ _SIGNALS = (
     _Rule("puzzle", _NUMBER_SEQUENCE, min_numbers=2),
     _Rule("puzzle", _LOGIC_QUESTION, needs=_LOGIC_PREMISE),
     _Rule("probability", _PROBABILITY, needs=_RANDOM_CONTEXT),
-    _Rule("probability", _COMBINATORICS, needs=_CHOICE_CONTEXT),
+    _Rule("combinatorics", _COMBINATORICS, needs=_CHOICE_CONTEXT),
     _Rule("date_math", _DATE_QUESTION, needs=_DATE_ANCHOR, min_numbers=1),
-    _Rule("unit_conversion", _UNIT_CONVERSION, min_numbers=1),
+    _Rule("unit_conversion", _UNIT_CONVERSION),
     _Rule("number_theory", _NUMBER_THEORY, min_numbers=1),
     _Rule("statistics", _STATISTIC, min_numbers=2),
+    _Rule("equation", _POWER),
     _Rule("equation", _ALGEBRA),
     _Rule("equation", _CALCULUS_VERB, needs=_MATH_OBJECT),
     _Rule("arithmetic", _BARE_EXPRESSION, min_numbers=2),
     _Rule("arithmetic", _OPERATION, min_numbers=2),
-    _Rule("arithmetic", _ARITHMETIC, min_numbers=1),
+    _Rule("arithmetic", _WORD_OPERATION, min_numbers=2),
     _Rule("geometry", _MEASURE, needs=_SHAPE, min_numbers=1),
-    _Rule("arithmetic", _COMPUTE_VERB, min_numbers=1),
+    _Rule("arithmetic", _ARITHMETIC, min_numbers=1),
     _Rule("word_problem", _QUANTITY_QUESTION, min_numbers=2),
     _Rule("word_problem", _QUANTITY_HINT, needs=_QUESTION_MARK, min_numbers=2),
 )
