@@ -69,6 +69,10 @@ class EngineReplica:
         """Requests the engine still holds (running or waiting): 0 when idle."""
         return self.engine.get_num_unfinished_requests()
 
+    async def live_workers(self) -> int:
+        """How many tensor-parallel workers answer a health call (one per rank)."""
+        return len(await self.engine.collective_rpc("check_health"))
+
     async def check_health(self) -> None:
         await self.engine.check_health()
 
