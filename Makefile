@@ -32,6 +32,7 @@ devmodel: $(STAMP)
 	@$(PY) -m serve_app.devmodel
 
 serve: devmodel
+	@$(PY) -m serve_app.config $(CONFIG)
 	@echo "==> starting Ray and serving $(CONFIG); loading the engine takes about a minute."
 	@echo "    Wait for 'ready' in the log, then send a first request (see README)."
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/serve run $(CONFIG)

@@ -8,6 +8,7 @@ start with the path of the bad field instead of being silently ignored.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,8 +152,33 @@ def parse_app_config(args: dict[str, Any]) -> AppConfig:
 
 def load_serve_config(path: str | Path) -> tuple[dict[str, Any], AppConfig]:
     """Read a `serve run` config file; return the whole document and its app's config."""
-    document = yaml.safe_load(Path(path).read_text())
+    try:
+        document = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
     applications = document.get("applications") or []
     if len(applications) != 1:
         raise ConfigError(f"{path}: expected exactly one application, got {len(applications)}")
     return document, parse_app_config(applications[0].get("args") or {})
+
+
+def main(argv: list[str]) -> int:
+    """`python -m serve_app.config FILE...`: validate serve configs before deploying them."""
+    status = 0
+    for path in argv:
+        try:
+            _, config = load_serve_config(path)
+        except ConfigError as error:
+            print(f"{path}: {error}", file=sys.stderr)
+            status = 1
+        else:
+            groups = ", ".join(
+                f"{g.name} (TP {g.tensor_parallel_size}, {g.accelerator_type or 'CPU'})"
+                for g in config.node_groups
+            )
+            print(f"==> {path}: valid; model {config.model.id}; node groups: {groups}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -61,7 +61,8 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     if first["type"] == "json_invalid":
         return await _api_error(request, APIError(400, "request body is not valid JSON"))
     param = ".".join(str(part) for part in first["loc"] if part != "body") or None
-    message = f"{param}: {first['msg']}" if param else first["msg"]
+    reason = "unsupported field" if first["type"] == "extra_forbidden" else first["msg"]
+    message = f"{param}: {reason}" if param else reason
     return await _api_error(request, APIError(400, message, param=param))
 
 

@@ -181,3 +181,13 @@ class TestBalancer:
         assert not balancer.ready()
         balancer.running.update(h100=1)
         assert balancer.pick() == "h100" and balancer.ready()
+
+
+def test_config_check_command_names_the_bad_field(tmp_path, capsys):
+    from serve_app.config import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CPU_CONFIG.read_text().replace("max_model_len: 8192", "max_model_len: -1"))
+    assert main([str(CPU_CONFIG), str(PRODUCTION_CONFIG)]) == 0
+    assert main([str(bad)]) == 1
+    assert "model.max_model_len: Input should be greater than 0" in capsys.readouterr().err

@@ -60,6 +60,14 @@ def test_non_streaming_usage_is_exact(client, expected_prompt_tokens):
     assert response.usage.total_tokens == response.usage.prompt_tokens + 12
 
 
+def test_max_completion_tokens_is_honoured(client):
+    response = client.chat.completions.create(
+        model=MODEL, messages=GREETING, max_completion_tokens=5
+    )
+    assert response.usage.completion_tokens == 5
+    assert response.choices[0].finish_reason == "length"
+
+
 def test_streaming_matches_non_streaming_and_reports_usage(client, expected_prompt_tokens):
     kwargs = {"model": MODEL, "messages": GREETING, "max_tokens": 16, "seed": 7}
     whole = client.chat.completions.create(**kwargs).choices[0].message.content
@@ -177,6 +185,8 @@ def test_bad_requests_get_openai_shaped_400(stack, payload, param):
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert error["message"]
+    if param == "bogus":
+        assert error["message"] == "bogus: unsupported field"
 
 
 def test_disconnect_mid_stream_aborts_the_engine_request(stack):
