@@ -55,7 +55,7 @@ class EngineReplica:
         params = SamplingParams(
             **{**self.sampling_defaults, **request.sampling},
             max_tokens=request.max_tokens,
-            output_kind=RequestOutputKind.DELTA,
+            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.

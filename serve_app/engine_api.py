@@ -14,6 +14,8 @@ class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
     max_tokens: int
+    # Streaming requests get a chunk per engine step; the others one chunk at the end.
+    stream: bool
     # Sampling fields the client set; the rest come from the model's generation config.
     sampling: dict[str, object] = field(default_factory=dict)
 

@@ -237,6 +237,7 @@ class Router:
             request_id=request_id,
             prompt_token_ids=prompt_ids,
             max_tokens=self._max_tokens(len(prompt_ids), body.requested_max_tokens),
+            stream=body.stream,
             sampling=_sampling_fields(body),
         )
         headers = {**_policy_headers(request), "X-Request-Id": x_request_id or request_id}
