@@ -15,11 +15,12 @@ from ray.util import get_current_placement_group
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs.engine import tokens_input
-from vllm.sampling_params import RequestOutputKind
+from vllm.outputs import CompletionOutput
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from serve_app.config import ModelConfig, NodeGroupConfig
-from serve_app.engine_api import EngineChunk, EngineRequest
+from serve_app.engine_api import EngineChunk, EngineRequest, TokenLogprob
 
 logger = logging.getLogger("ray.serve")
 
@@ -52,18 +53,27 @@ class EngineReplica:
         logger.info("engine for node group %r ready", group.name)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        structured = request.structured_outputs
         params = SamplingParams(
             **{**self.sampling_defaults, **request.sampling},
             max_tokens=request.max_tokens,
+            structured_outputs=StructuredOutputsParams(**structured) if structured else None,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
+        want_logprobs = params.logprobs is not None
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.
         async for output in self.engine.generate(
             tokens_input(request.prompt_token_ids), params, request.request_id
         ):
-            completion = output.outputs[0]
-            yield EngineChunk(completion.text, len(completion.token_ids), completion.finish_reason)
+            for completion in output.outputs:
+                yield EngineChunk(
+                    completion.index,
+                    completion.text,
+                    len(completion.token_ids),
+                    completion.finish_reason,
+                    _token_logprobs(completion, params.logprobs) if want_logprobs else None,
+                )
 
     def num_unfinished_requests(self) -> int:
         """Requests the engine still holds (running or waiting): 0 when idle."""
@@ -80,3 +90,20 @@ class EngineReplica:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+def _token_logprobs(completion: CompletionOutput, top: int) -> list[TokenLogprob]:
+    """vLLM's per-position {token id: Logprob} maps as plain tuples: the sampled token, then
+    the `top` most likely ones (vLLM adds the sampled token when it ranks lower)."""
+    entries: list[TokenLogprob] = []
+    for token_id, position in zip(completion.token_ids, completion.logprobs or (), strict=False):
+        sampled = position[token_id]
+        ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)[:top]
+        entries.append(
+            (
+                sampled.decoded_token or "",
+                sampled.logprob,
+                [(lp.decoded_token or "", lp.logprob) for lp in ranked],
+            )
+        )
+    return entries

@@ -1,12 +1,16 @@
 """What crosses the router -> engine hop: token ids in, text deltas out.
 
-Kept apart from serve_app.engine so the router never imports vLLM.
+Kept apart from serve_app.engine so the router never imports vLLM. Plain values only:
+every chunk is pickled once per hop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+# One sampled token's logprob: (token text, logprob, [(alternative text, logprob), ...]).
+TokenLogprob = tuple[str, float, list[tuple[str, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,13 +18,17 @@ class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
     max_tokens: int
-    # Streaming requests get a chunk per engine step; the others one chunk at the end.
+    # Streaming requests get a chunk per engine step; the others one chunk per choice.
     stream: bool
-    # Sampling fields the client set; the rest come from the model's generation config.
-    sampling: dict[str, object] = field(default_factory=dict)
+    # vLLM SamplingParams fields the client set; the rest come from generation_config.json.
+    sampling: dict[str, Any] = field(default_factory=dict)
+    # vLLM StructuredOutputsParams fields (json schema, json_object...), if any.
+    structured_outputs: dict[str, Any] | None = None
 
 
 class EngineChunk(NamedTuple):
-    text: str  # new text since the previous chunk
-    num_tokens: int  # new output tokens since the previous chunk
-    finish_reason: str | None  # "stop" or "length" on the last chunk
+    index: int  # which of the n choices
+    text: str  # new text since the previous chunk of this choice
+    num_tokens: int  # new output tokens since the previous chunk of this choice
+    finish_reason: str | None  # "stop" or "length" on the choice's last chunk
+    logprobs: list[TokenLogprob] | None  # one entry per new token, when asked for

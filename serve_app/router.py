@@ -8,7 +8,6 @@ group -> stream the engine's deltas back as OpenAI chunks (SSE) or one JSON body
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -29,18 +28,13 @@ from serve_app.prompt.step_by_step import StepByStepPolicy
 from serve_app.prompt.template import ChatTemplate, to_template_messages
 from serve_app.protocol import (
     APIError,
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
     ModelCard,
     ModelList,
     StepByStepSwitch,
-    Usage,
 )
+from serve_app.responses import ResponseWriter
+from serve_app.sampling import plan_output, sampling_fields
 
 logger = logging.getLogger("ray.serve")
 
@@ -78,10 +72,6 @@ def _policy_headers(request: Request) -> dict[str, str]:
     return {POLICY_HEADER: getattr(request.state, "prompt_policy", "none")}
 
 
-def _error_event(error: APIError) -> str:
-    return f"data: {json.dumps(error.body())}\n\n"
-
-
 async def _first_chunk(stream: AsyncIterator[EngineChunk]) -> EngineChunk:
     """Waits for the engine's first chunk before answering, so a refusal (overload,
     validation in the engine) still gets its proper HTTP status instead of a 200 stream."""
@@ -103,24 +93,6 @@ def _switch(header: str | None) -> StepByStepSwitch | None:
     if value not in ("on", "off", "auto"):
         raise APIError(400, "X-Step-By-Step must be on, off or auto", param="X-Step-By-Step")
     return value  # type: ignore[return-value]
-
-
-def _sampling_fields(body: ChatCompletionRequest) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "seed": body.seed,
-        "stop": body.stop_strings or None,
-    }
-    return {name: value for name, value in fields.items() if value is not None}
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
 
 
 class NodeGroupBalancer:
@@ -225,29 +197,49 @@ class Router:
                 param="model",
                 code="model_not_found",
             )
+        body.check()
+        if body.user:
+            logger.info("chat request from user %r", body.user)
         messages = to_template_messages(body.messages)
         decision = self.policy.decide(messages, body.step_by_step or _switch(x_step_by_step))
         if decision.applies:
             messages = self.policy.apply(messages)
         request.state.prompt_policy = "step-by-step" if decision.applies else "none"
 
-        prompt_ids = self.template.encode(self.template.render(messages, body.tools))
+        spec, structured_outputs = plan_output(body)
+        tools = body.tools if spec.tool_mode != "none" else None
+        prompt = self.template.render(messages, tools, body.chat_template_kwargs)
+        prompt_ids = self.template.encode(prompt)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         engine_request = EngineRequest(
             request_id=request_id,
             prompt_token_ids=prompt_ids,
             max_tokens=self._max_tokens(len(prompt_ids), body.requested_max_tokens),
             stream=body.stream,
-            sampling=_sampling_fields(body),
+            sampling=sampling_fields(body),
+            structured_outputs=structured_outputs,
         )
         headers = {**_policy_headers(request), "X-Request-Id": x_request_id or request_id}
         stream = self._generate(engine_request)
-        first = await _first_chunk(stream)
+        chunks = _chain(await _first_chunk(stream), stream)
+        options = body.stream_options
+        writer = ResponseWriter(
+            request_id=request_id,
+            model=self.model_id,
+            prompt_tokens=len(prompt_ids),
+            n=body.n,
+            spec=spec,
+            logprobs=body.logprobs,
+            include_usage=bool(options and options.include_usage),
+            continuous_usage=bool(
+                options and options.include_usage and options.continuous_usage_stats
+            ),
+        )
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._sse(request_id, len(prompt_ids), first, stream, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        completion = await self._collect(request_id, len(prompt_ids), first, stream)
+            return StreamingResponse(
+                writer.stream(chunks), media_type="text/event-stream", headers=headers
+            )
+        completion = await writer.collect(chunks)
         return JSONResponse(completion.model_dump(), headers=headers)
 
     def _max_tokens(self, prompt_tokens: int, requested: int | None) -> int:
@@ -281,70 +273,3 @@ class Router:
             ) from None
         finally:
             self.balancer.in_flight[group] -= 1
-
-    async def _collect(
-        self,
-        request_id: str,
-        prompt_tokens: int,
-        first: EngineChunk,
-        rest: AsyncIterator[EngineChunk],
-    ) -> ChatCompletion:
-        texts, completion_tokens, finish_reason = [], 0, None
-        async for chunk in _chain(first, rest):
-            texts.append(chunk.text)
-            completion_tokens += chunk.num_tokens
-            finish_reason = chunk.finish_reason
-        return ChatCompletion(
-            id=request_id,
-            model=self.model_id,
-            choices=[
-                Choice(
-                    message=AssistantMessage(content="".join(texts)), finish_reason=finish_reason
-                )
-            ],
-            usage=_usage(prompt_tokens, completion_tokens),
-        )
-
-    async def _sse(
-        self,
-        request_id: str,
-        prompt_tokens: int,
-        first: EngineChunk,
-        rest: AsyncIterator[EngineChunk],
-        include_usage: bool,
-    ) -> AsyncIterator[str]:
-        created = int(time.time())
-
-        def event(delta: DeltaMessage, finish_reason: str | None = None) -> str:
-            chunk = ChatCompletionChunk(
-                id=request_id,
-                created=created,
-                model=self.model_id,
-                choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
-            )
-            return f"data: {chunk.model_dump_json()}\n\n"
-
-        yield event(DeltaMessage(role="assistant", content=""))
-        completion_tokens = 0
-        try:
-            async for chunk in _chain(first, rest):
-                completion_tokens += chunk.num_tokens
-                if chunk.text:
-                    yield event(DeltaMessage(content=chunk.text))
-                if chunk.finish_reason is not None:
-                    yield event(DeltaMessage(), chunk.finish_reason)
-        except APIError as error:  # after the 200 went out, errors travel as an event
-            yield _error_event(error)
-        except Exception:
-            logger.exception("engine stream failed")
-            yield _error_event(APIError(500, "the engine failed mid-stream", type="server_error"))
-        if include_usage:
-            usage_chunk = ChatCompletionChunk(
-                id=request_id,
-                created=created,
-                model=self.model_id,
-                choices=[],
-                usage=_usage(prompt_tokens, completion_tokens),
-            )
-            yield f"data: {usage_chunk.model_dump_json()}\n\n"
-        yield "data: [DONE]\n\n"

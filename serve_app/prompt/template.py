@@ -18,6 +18,9 @@ from serve_app.protocol import APIError, ChatMessage, ToolDefinition
 TemplateMessage = dict[str, Any]
 
 _PROBE = "\x00probe\x00"
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {"messages", "tools", "add_generation_prompt", "chat_template", "tokenize", "conversation"}
+)
 
 
 def to_template_messages(messages: list[ChatMessage]) -> list[TemplateMessage]:
@@ -73,14 +76,27 @@ class ChatTemplate:
         return cls(tokenizer, path.read_text() if path else None)
 
     def render(
-        self, messages: list[TemplateMessage], tools: list[ToolDefinition] | None = None
+        self,
+        messages: list[TemplateMessage],
+        tools: list[ToolDefinition] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
+        """The prompt text; `template_kwargs` are extra template variables (the request's
+        `chat_template_kwargs`), which may not replace the ones the router sets."""
+        reserved = RESERVED_TEMPLATE_VARIABLES.intersection(template_kwargs or ())
+        if reserved:
+            raise APIError(
+                400,
+                f"chat_template_kwargs may not set {', '.join(sorted(reserved))}",
+                param="chat_template_kwargs",
+            )
         return self.tokenizer.apply_chat_template(
             messages,
             tools=[tool.model_dump(exclude_none=True) for tool in tools] if tools else None,
             chat_template=self.template,
             tokenize=False,
             add_generation_prompt=True,
+            **(template_kwargs or {}),
         )
 
     def encode(self, text: str) -> list[int]:
