@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ray.util import get_current_placement_group
 from vllm import SamplingParams
@@ -74,6 +75,10 @@ class EngineReplica:
                     completion.finish_reason,
                     _token_logprobs(completion, params.logprobs) if want_logprobs else None,
                 )
+
+    def generation_defaults(self) -> dict[str, Any]:
+        """The sampling defaults read from the model's generation_config.json."""
+        return dict(self.sampling_defaults)
 
     def num_unfinished_requests(self) -> int:
         """Requests the engine still holds (running or waiting): 0 when idle."""

@@ -200,9 +200,8 @@ class ResponseWriter:
         """SSE events as OpenAI sends them; errors after the 200 travel as an event."""
         choices = self._choices()
         for state in choices:
-            yield self._event(
-                [ChunkChoice(index=state.index, delta=DeltaMessage(role="assistant", content=""))]
-            )
+            role = DeltaMessage(role="assistant", content="")
+            yield self._event([ChunkChoice(index=state.index, delta=role)], choices)
         try:
             async for chunk in chunks:
                 state = choices[chunk.index]

@@ -71,6 +71,7 @@ def _calls_schema(body: ChatCompletionRequest) -> dict[str, Any]:
                 "arguments": tool.function.parameters or {"type": "object"},
             },
             "required": ["name", "arguments"],
+            "additionalProperties": False,
         }
         for tool in body.tools or ()
     ]
