@@ -80,7 +80,7 @@ class ChoiceState:
             rest, end_calls = self._finish()
             content, calls = content + rest, calls + end_calls
         calls = self._allowed(calls)
-        if calls and self.finish_reason == "stop":
+        if self.calls and self.finish_reason == "stop":
             self.finish_reason = "tool_calls"
         return content, calls
 

@@ -249,6 +249,22 @@ def test_named_tool_choice_streams_tool_call_deltas(client):
     assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_tool_call_markup_comes_back_as_content(client, stream):
+    # Bias the model into writing "<tool_call>" over and over: never a valid block.
+    kwargs = {"max_tokens": 3, "tools": [TIME], "logit_bias": {"151657": 100}}
+    if stream:
+        chunks = list(chat(client, stream=True, **kwargs))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        message = chat(client, **kwargs).choices[0]
+        content, finish = message.message.content, message.finish_reason
+        assert not message.message.tool_calls
+    assert (content, finish) == ("<tool_call>" * 3, "length")
+
+
 def test_tool_choice_none_keeps_tools_out_of_the_prompt(client):
     plain = chat(client, max_tokens=1).usage.prompt_tokens
     with_tools = chat(client, max_tokens=1, tools=[WEATHER]).usage.prompt_tokens
