@@ -191,3 +191,16 @@ def test_config_template_overrides_the_tokenizers_own():
     config = ModelConfig(source="unused", chat_template="qwen2_5.jinja", max_model_len=8)
     pinned = ChatTemplate(qwen3, config.chat_template_path().read_text())
     assert pinned.default_system_prompt == QWEN_SYSTEM
+
+
+def test_chat_template_kwargs_reach_the_template(template):
+    custom = ChatTemplate(
+        template.tokenizer, "{{ prefix }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    assert (
+        custom.render([{"role": "user", "content": "hi"}], template_kwargs={"prefix": ">> "})
+        == ">> hi"
+    )
+    with pytest.raises(APIError) as caught:
+        custom.render([{"role": "user", "content": "hi"}], template_kwargs={"tools": []})
+    assert caught.value.detail.param == "chat_template_kwargs"
