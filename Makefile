@@ -23,7 +23,7 @@ $(PY):
 # torchaudio and torchcodec, which break `import vllm` beside the CPU torch: remove them.
 $(STAMP): pyproject.toml | $(PY)
 	@echo "==> installing the project: vLLM CPU build, Ray Serve, test tools (first time: a few minutes)"
-	$(PY) -m pip install -q -e '.[cpu,test,loadtest]'
+	$(PY) -m pip install -q -e '.[cpu,test,loadtest,k8s]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	@touch $@
 
@@ -52,3 +52,9 @@ clean:
 
 bench-prompt: devmodel
 	$(PY) -m benchmarks.prompt_costs
+
+# Regenerate the RayService's serveConfigV2 files (k8s/base/serve-config.yaml and the
+# dev-cpu overlay's) from serve_config.yaml / serve_config.cpu.yaml.
+.PHONY: k8s-manifests
+k8s-manifests: $(STAMP)
+	$(PY) -m serve_app.kube write

