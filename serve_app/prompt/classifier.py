@@ -5,8 +5,9 @@ The step-by-step policy asks this in `auto` mode: Athene-V2-Chat's model card re
 point paying for the extra reasoning tokens on a greeting or a poem. `classify` answers with a
 `Verdict`: whether the instruction applies, and a short reason label for metrics.
 
-What is read: at most WINDOW_CHARS characters, the first and the last half of that, since the
-question sits either before a pasted text ("count the words in: ...") or after it. The window
+What is read: the whole turn if it has at most HEAD_CHARS + TAIL_CHARS characters, else its
+first HEAD_CHARS and last TAIL_CHARS characters (joined by a newline), since the question sits
+either before a pasted text ("count the words in: ...") or, more often, after it. The window
 is lower-cased and curly apostrophes are made straight; nothing else is rewritten.
 
 The rules, in order; the first that matches gives the verdict:
@@ -57,16 +58,23 @@ résoudre, resuelve, berechne...) are included where they cost a word in a list.
 
 Why rules and not a model: no dependencies, a fraction of a millisecond on a typical prompt in
 a router that sees every request, bounded work on huge inputs (the window), and a reason per
-verdict that explains itself in metrics. A wrong verdict costs little: a few extra reasoning tokens, or an
-answer without them.
+verdict that explains itself in metrics. On a long turn most patterns are not even scanned:
+each has cues, plain substrings that any text it matches holds, and a pattern whose cues are
+absent is skipped (see the speed note by the patterns). A wrong verdict costs little: a few
+extra reasoning tokens, or an answer without them.
 """
 
 from __future__ import annotations
 
 import re
+from itertools import islice
 from typing import NamedTuple
 
-WINDOW_CHARS = 2000  # the first and last WINDOW_CHARS // 2 characters of the turn are read
+# The turn's first HEAD_CHARS and last TAIL_CHARS characters are read: the question sits
+# before or after any pasted text, and the cost of a verdict stays bounded.
+HEAD_CHARS = 250
+TAIL_CHARS = 750
+CUES_FROM_CHARS = 60  # in a shorter window every pattern is scanned: cues would cost more
 GREETING_MAX_CHARS = 80  # longer messages are never classified as a greeting
 
 
@@ -82,11 +90,12 @@ def _words(fragments: str) -> str:
 
 # --- building blocks --------------------------------------------------------------------------
 
-_NUMBER_WORD = _words(
+_NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
     " fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy"
     " eighty ninety hundred thousand million billion"
 )
+_NUMBER_WORD = _words(_NUMBER_WORDS)
 # A number in digits (1,250.5) or in English words (twenty-one, seven hundred and twelve).
 _NUM = rf"(?:\d+(?:[.,]\d+)*|{_NUMBER_WORD}(?:(?:[- ]| and ){_NUMBER_WORD})*)"
 _UNIT = _words(
@@ -122,12 +131,74 @@ _WHOLE_LANGUAGE = r"(?![^?\n]{0,40}\b(?:language|alphabet|dictionary|vocabulary)
 # Speed: each pattern is one scan of the window. A scan for word starts (`\b(?:...)`) costs
 # about the same whatever the number of alternatives, so they share one group per pattern; a
 # pattern led by a digit, an operator or a space is several times cheaper to scan for.
+#
+# Still, a scan costs 40-100 us per 1000 characters, and some twenty patterns may run. So each
+# pattern has cues, looked up before it is scanned: plain substrings that any text it matches
+# holds. A substring search (`cue in text`) costs about 0.5 us per 1000 characters, most cues
+# are absent from most turns, so most patterns are never scanned. `_cues` takes the ways a
+# pattern can match: "a|b" is a way if the text holds a or b; ("0-9", "a|b") if it holds a
+# digit too ("0-9" stands for any digit `\d` matches, non-ASCII ones too);
+# ("who ", "who owns|who has ") looks the longer cues up only if their common part is there.
+# Every text the pattern matches must fit one of its ways: a cue that is not truly necessary
+# would change verdicts, so a change to a pattern goes with a change to its cues.
+
+_DIGIT = "0-9"
+_ANY_DIGIT = re.compile(r"\d")
+
+_Clause = tuple[bool, tuple[str, ...]]  # (a digit is a cue, substrings): the text holds one
+
+
+class _Cues(NamedTuple):
+    digit: bool  # a digit is one way the pattern can match
+    words: tuple[str, ...]  # so is each of these
+    ascii_words: tuple[str, ...]  # the words that can be in an ASCII text
+    ways: tuple[tuple[_Clause, ...], ...]  # ways of several clauses, each needed
+
+    def found(self, text: str, has_digit: bool) -> bool:
+        """False if the pattern cannot match `text`: none of its ways is in the text."""
+        words = self.ascii_words if text.isascii() else self.words
+        if (self.digit and has_digit) or any(map(text.__contains__, words)):
+            return True
+        return any(
+            all((digit and has_digit) or any(map(text.__contains__, cues)) for digit, cues in way)
+            for way in self.ways
+        )
+
+
+def _clause(cues: str) -> _Clause:
+    cue_list = cues.split("|")
+    return _DIGIT in cue_list, tuple(cue for cue in cue_list if cue != _DIGIT)
+
+
+def _cues(*ways: str | tuple[str, ...]) -> _Cues:
+    """The ways a pattern can match: a string of cues separated by "|", one of which the text
+    holds, or a tuple of such strings, each of which has one cue in the text."""
+    simple = [_clause(way) for way in ways if isinstance(way, str)]
+    words = tuple(cue for _, cues in simple for cue in cues)
+    return _Cues(
+        any(digit for digit, _ in simple),
+        words,
+        tuple(cue for cue in words if cue.isascii()),
+        tuple(
+            tuple(sorted(map(_clause, way), key=lambda clause: not clause[0]))  # digit first
+            for way in ways
+            if not isinstance(way, str)
+        ),
+    )
+
+
+def _has_digit(text: str) -> bool:
+    r"""Whether `\d` matches in `text`: an ASCII digit, or another decimal digit (rare)."""
+    if any(map(text.__contains__, "0123456789")):
+        return True
+    return not text.isascii() and _ANY_DIGIT.search(text) is not None
+
 
 # --- negatives --------------------------------------------------------------------------------
 
 _GREETING_WORD = (
     r"(?:hi|hello|hey|hiya|howdy|yo|sup|greetings|good (?:morning|afternoon|evening|night|day)"
-    r"|thanks?|thank you|thx|ty|cheers|bye|goodbye|see you|nice to meet you"
+    r"|thanks|thank you|thx|ty|cheers|bye|goodbye|see you|nice to meet you"
     r"|how are you(?: doing)?|how's it going|what'?s up|i'm (?:good|fine|ok)|ok(?:ay)?|cool"
     r"|great|nice|awesome|bonjour|salut|coucou|merci|(?:comment )?\u00e7a va|hola"
     r"|buen[oa]s(?: d[i\u00ed]as| tardes| noches)?|gracias|qu[e\u00e9] tal"
@@ -158,12 +229,21 @@ _WRITING = re.compile(
     r"|\u00fcbersetzen?|zusammenfass\w*"
     r")\b"
 )
+_WRITING_CUES = _cues(
+    "write|compose|draft|create|make up|come up with|invent|generate|give me|tell me|suggest"
+    "|recommend|brainstorm|list|send me|\u00e9cris|r\u00e9dige|escribe|redacta|schreib|verfasse"
+    "|summar|tl;dr|tldr|translat|paraphrase|rephrase|reword|proofread|r\u00e9sume|tradu"
+    "|\u00fcbersetze|zusammenfass"
+)
 # Code in the message: code lines, an error line (TypeError:), a traceback. A code fence alone
 # decides nothing: it may hold a table to compute on, or code whose output is the question.
 _CODE_TEXT = re.compile(
     r"error:(?<=[a-z]error:)|traceback \(most recent|#include\b"
     r"|\b(?:def \w+\(|class \w+[:(]|from [\w.]+ import \w|public (?:static|class)|function \w*\("
     r"|(?:const|let|var) \w+ = |console\.log\(|stack ?trace)"
+)
+_CODE_TEXT_CUES = _cues(
+    "error:|trace|#include|def |class | import |public |function| = |console.log("
 )
 # A request about code: write, fix, refactor, explain this code.
 _CODE_REQUEST = re.compile(
@@ -177,14 +257,23 @@ _CODE_REQUEST = re.compile(
     rf"|in {_CODE_LANGUAGE}"
     r")(?!\w)"
 )
+_CODE_REQUEST_CUES = _cues(
+    # refactor, (de)bug, the code words after a verb or "this", the languages ("in rust")
+    "refactor|bug|function|method|class|script|program|code|snippet|algorithm|api|endpoint|quer"
+    "|unit test|trace|exception|compiler error|error message|python|java|c++|c#|rust|golang|ruby"
+    "|php|swift|kotlin|bash|powershell|sql|haskell|scala|perl|lua|matlab|html|css|react|node"
+    "|pandas|numpy|vba|regex|regular"
+)
 
 # Who did something first: history, whatever the topic ("who first proved ...").
 _WHO_FIRST = re.compile(r"\bwho (?:was|were|is) the (?:first|last|only)\b|\bwho first\b")
+_WHO_FIRST_CUES = _cues(("who ", "who was the |who were the |who is the |who first"))
 # The user asks for no working out: "don't solve it, just explain".
 _NO_SOLVING = re.compile(
     r"\b(?:(?:don't|do not|no need to|without) (?:solv|calculat|comput|work)\w*"
     r"|just (?:explain|describe) the (?:idea|concept))"
 )
+_NO_SOLVING_CUES = _cues("don't |do not |no need to |without |just ")
 
 # --- signals ----------------------------------------------------------------------------------
 
@@ -220,12 +309,24 @@ _COUNTING = re.compile(
     r"|dans|hay|tiene|en|hat|gibt es|sind|in)\b"
     r")"
 )
+_COUNTING_CUES = _cues(
+    "how many|count |number of |backward|reverse the |combien de|cuant|cu\u00e1nt",
+    ("wie ", "wie viele|wie oft"),
+    (
+        "letter |character |word |digit ",
+        "letter of|letter in|character of|character in|word of|word in|digit of|digit in",
+    ),
+)
 # A request to prove something (not "who first proved Fermat's Last Theorem?").
 _PROOF = re.compile(
     r"\b(?:prove (?:that|the|this|it|why|whether|by|for|all|every|there)\b|prove:"
     r"|prove (?=\S*[\d=^\u221a])|disprove|(?:show|demonstrate|verify) that|proof (?:that|of|for)"
     r"|d\u00e9montre[rz]?|prouve[rz]?|montre[rz]? que|demuestra|demostrar|demuestre"
     r"|muestra que|beweise|beweisen|zeige,? dass)\b"
+)
+_PROOF_CUES = _cues(
+    "prove|show that|demonstrate that|verify that|proof |montre|prouve|muestr|demostrar|beweise"
+    "|zeige"
 )
 _MATH_CONTEXT = re.compile(
     r"[\d=<>^\u2264\u2265\u221a\u2211\u222b]|\b(?:theorem|lemma|corollary|integers?|primes?"
@@ -245,8 +346,15 @@ _PUZZLE = re.compile(
     r"|(?:complete|continue) the (?:sequence|series|pattern)|find the pattern|enigma"
     r"|\u00e9nigme|acertijo|adivinanza|r\u00e4tsel)\b"
 )
+_PUZZLE_CUES = _cues(
+    "riddle|teaser|logic |puzzle|knave|always l|truth|one of them |river| a different"
+    "|label is wrong|mislabel|comes next|sequence|series|pattern|missing |enigma|\u00e9nigme"
+    "|acertijo|adivinanza|r\u00e4tsel",
+    ("who ", "who owns|who has |who lives in |who drinks |who plays "),
+)
 # A number sequence with a gap to fill: 2, 6, 12, 20, ? (its last three terms and the gap).
 _NUMBER_SEQUENCE = re.compile(r"\d ?, ?\d+ ?, ?\d+ ?, ?(?:\?|_+|\.\.\.|\u2026)")
+_NUMBER_SEQUENCE_CUES = _cues(("0-9", ",", "?|_|...|\u2026"))
 _LOGIC_QUESTION = re.compile(
     r"\b(?:does it follow|can (?:we|you|i) conclude|must (?:also )?be (?:true|false)"
     r"|necessarily (?:true|false)|logically (?:follows?|valid)|valid (?:argument|syllogism)"
@@ -254,12 +362,20 @@ _LOGIC_QUESTION = re.compile(
     r"|who (?:is|was) the (?:tallest|shortest|oldest|youngest|fastest|slowest|heaviest"
     r"|lightest|culprit|murderer|thief)|deduce|in what order)\b"
 )
+_LOGIC_QUESTION_CUES = _cues(
+    "does it follow|conclude|be true|be false|necessarily|logically|valid |syllogism|lying"
+    "|telling the truth|deduce|in what order",
+    ("who ", "who is the |who was the "),
+)
 _LOGIC_PREMISE = re.compile(
     r"\b(?:(?:all|some|no|every|none of the) \w+ (?:are|is)|if|\w+er than|says?)\b"
 )
 _PROBABILITY = re.compile(
     r"\b(?:probabilit(?:y|ies)|odds|chances?|likelihood|how likely|expected value|monty hall"
     r"|probabilit\u00e9s?|probabilidad(?:es)?|wahrscheinlichkeit)\b"
+)
+_PROBABILITY_CUES = _cues(
+    "probabili|odds|chance|likelihood|how likely|expected value|monty hall|wahrscheinlichkeit"
 )
 _RANDOM_CONTEXT = re.compile(
     rf"\d|\b(?:{_NUMBER_WORD}|dice|die|coins?|heads|tails|cards?|deck|aces?|marbles?|balls?"
@@ -273,15 +389,31 @@ _COMBINATORICS = re.compile(
     r"|de combien de fa[\u00e7c]ons|de cu[a\u00e1]ntas (?:maneras|formas)"
     r"|auf wie viele (?:arten|weisen))"
 )
+_COMBINATORICS_CUES = _cues(
+    "how many |permutation|choose|c(|combien de fa|cuantas|cu\u00e1ntas|auf wie viele"
+)
 _CHOICE_CONTEXT = re.compile(
     rf"\d|\b(?:{_NUMBER_WORD}|arrange\w*|choose|chosen|select\w*|pick\w*|seat\w*|sit"
     r"|line up|letters|digits|committee|team)\b"
 )
 _DATE_QUESTION = re.compile(
     r"\b(?:(?:what|which) (?:day|date|time|year|month|weekday)|when|how long|how old"
+    rf"|{_DURATION} (?:between|until|till|since)"
     rf"|how (?:many|much) (?:{_DURATION}|time)|quel(?:le)? (?:jour|date|heure)"
     r"|qu[e\u00e9] (?:d[i\u00ed]a|fecha|hora)|welche[rns]? (?:tag|datum|wochentag)|wie lange"
     rf"|combien de {_DURATION}|cu[a\u00e1]nt[oa]s {_DURATION}|wie viele {_DURATION})\b"
+)
+_DATE_QUESTION_CUES = _cues(
+    "when| between| until| till| since|quel|que |qu\u00e9 |welche|combien de|cuant|cu\u00e1nt",
+    ("what ", "what day|what date|what time|what year|what month|what weekday"),
+    ("which ", "which day|which date|which time|which year|which month|which weekday"),
+    ("how ", "how long|how old"),
+    (  # how many days
+        "how many |how much ",
+        " day| week| month| year| hour| minute| jour| semaine| mois| ans| dias| d\u00edas| semana"
+        "| meses| a\u00f1os| tag| wochen| monat| jahr| time",
+    ),
+    ("wie ", "wie lange|wie viele"),
 )
 _DATE_ANCHOR = re.compile(
     r"\b(?:\d{1,2}(?::\d\d)? ?(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}:\d\d\b"
@@ -291,11 +423,17 @@ _DATE_ANCHOR = re.compile(
     r"|despu[e\u00e9]s|antes|nach|vor)\b"
     rf"|{_WEEKDAY}\b[^.?!\n]{{0,40}}\d)"
 )
+_DATE_ANCHOR_CUES = _cues("0-9")
 _UNIT_CONVERSION = re.compile(
     rf"\b(?:\d[\d.,]* ?{_UNIT} (?:to|in|into|en|a|nach|zu) {_UNIT}"
     rf"|how many {_UNIT} (?:are )?(?:in|is|make|per) (?:an?|one|\d[\d.,]*) ?{_UNIT}"
     rf"|(?:convert\w*|conversion|convertir|convierte|umrechn\w*)\b[^\n]{{0,30}}?\d[\d.,]* ?"
     rf"{_UNIT})\b"
+)
+_UNIT_CONVERSION_CUES = _cues(
+    ("0-9", " to | in | into | en | a | nach | zu "),  # 5 km to miles
+    "how many ",  # how many feet in a mile
+    ("0-9", "conver|convierte|umrechn"),  # convert 5 km
 )
 _NUMBER_THEORY = re.compile(
     r"\b(?:is \d[\d,]* (?:an? )?(?:prime|composite|even|odd|divisible|multiple|factor|perfect"
@@ -309,15 +447,28 @@ _NUMBER_THEORY = re.compile(
     r"|est-ce que \d+ est premier|es \d+ (?:un )?(?:n[u\u00fa]mero )?primo"
     r"|ist \d+ (?:eine )?primzahl)"
 )
+_NUMBER_THEORY_CUES = _cues(
+    ("0-9", "is ", "composite|even|odd|divisible|square"),  # is 7 odd
+    (
+        "0-9",
+        "gcd|gcf|hcf|lcm|common |factor|divisor|multiple|divisible by |mod |modulo |remainder"
+        "|prime|fibonacci|triangular|perfect|leap year|premier|primo|primzahl",
+    ),
+)
 _STATISTIC = re.compile(
     r"\b(?:(?:the|arithmetic|geometric|sample|population) mean|mean of|median|the mode|mode of"
     r"|average|standard deviation|std ?dev|variance|quartiles?|percentiles?|z-?scores?"
     r"|interquartile|correlation|moyenne|m[e\u00e9]diane|la media|media de|mediana|promedio"
     r"|durchschnitt|mittelwert)\b"
 )
+_STATISTIC_CUES = _cues(
+    "mean|media|m\u00e9diane|mode|average|deviation|std|variance|quartile|percentile|z-score"
+    "|zscore|correlation|moyenne|promedio|durchschnitt|mittelwert"
+)
 # A power of a variable: x^2, (x+1)^2, x**2. Led by the operator, then a look back at what
 # it raises: a scan for a rare character is several times faster than one for a word start.
 _POWER = re.compile(r"\^(?<=[a-z)]\^) ?[\d(a-z]|\*\*(?<=[a-z)]\*\*)[\d(]")
+_POWER_CUES = _cues("^|**")
 _ALGEBRA = re.compile(
     r"\b(?:"
     r"\d*[a-z][\u00b2\u00b3]"  # x², 3x³
@@ -328,6 +479,10 @@ _ALGEBRA = re.compile(
     r"|solve for [a-z]\b|find (?:the value of )?[a-z](?: if| when| such|,|:|\?|$)"
     r")"
 )
+_ALGEBRA_CUES = _cues(
+    "\u00b2|\u00b3|+|*|=|<|>|x-|x -|y-|y -|z-|z -|x/|x /|y/|y /|z/|z /|solve for |find ",
+    ("0-9", "-|\u2264|\u2265"),  # 3x-5 (the other signs are cues above)
+)
 _CALCULUS_VERB = re.compile(
     r"\b(?:derivatives?|differentiate|integral|integrate|antiderivative|limit|lim|simplify"
     r"|factori[sz]e|factor|solve|evaluate|expand|roots?|zeros?|determinant|eigen\w*"
@@ -335,23 +490,37 @@ _CALCULUS_VERB = re.compile(
     r"|r[e\u00e9]sous|resuelve|resolver|resuelva|l[\u00f6o]se|l[\u00f6o]sen|simplifie[rz]?"
     r"|simplifica|vereinfache|factorise[rz]?)\b"
 )
+_CALCULUS_VERB_CUES = _cues(
+    "deriv|d\u00e9riv|differentiate|integ|int\u00e9g|lim|simplif|factor|solve|evaluate|expand"
+    "|root|zero|determinant|eigen|ableitung|resou|r\u00e9sou|resuelv|lose|l\u00f6se|vereinfache"
+)
 _MATH_OBJECT = re.compile(
     r"[a-z)] ?(?:\^|\*\*)|[a-z][\u00b2\u00b3]|[\u221a\u2211\u222b]|d/d[xyt]|\[ ?\[? ?-?\d"
     r"|\d ?[-+*/] ?(?:\d|[a-z]\b)"
     r"|\b(?:\d+[a-z]\b|d[xyt]\b|(?:sin|cos|tan|log|ln|exp|sqrt)(?: ?\(| [a-z]\b| ?\d)"
     r"|[a-z] ?[+*/=] ?(?:\d|[a-z]\b)|[a-z] ?- ?\d)"
 )
+_MATH_OBJECT_CUES = _cues(
+    "0-9|^|*|\u00b2|\u00b3|\u221a|\u2211|\u222b|+|/|=|dx|dy|dt|sin(|sin |cos(|cos |tan(|tan "
+    "|log(|log |ln(|ln |exp(|exp |sqrt(|sqrt "
+)
 # 17*23, 2+2, 2^10, 12.5% of 80
 _OPERATION = re.compile(
     r"\d ?(?:(?:\*\*|[+*^\u00d7\u00f7]) ?[(-]? ?\d|(?:%|percent|per cent|pour ?cent"
     r"|por ?ciento|prozent) (?:of|de|del|von) [$\u20ac\u00a3]?\d)"
 )
+_OPERATION_CUES = _cues(("0-9", "+|*|^|\u00d7|\u00f7|%|cent|ciento|prozent"))
 # seven times eight, 3 mal 4, 15 squared: led by the space before the operator word, fast to
 # scan for; the rule also wants two numbers in the message.
 _WORD_OPERATION = re.compile(
     r" (?:(?:plus|minus|times|multiplied by|divided by|to the power of|raised to|modulo|mod"
     r"|fois|mal|m[a\u00e1]s|menos|moins|geteilt durch|divis[e\u00e9] par"
     rf"|dividido (?:por|entre)) {_NUM}|squared|cubed|factorial|au carr[e\u00e9]|al cuadrado)\b"
+)
+_WORD_OPERATION_CUES = _cues(
+    " plus | minus | times | multiplied by | divided by | to the power of | raised to | mod"
+    "| fois | mal | mas | m\u00e1s | menos | moins | geteilt durch | divis| dividido | squared"
+    "| cubed| factorial| au carr| al cuadrado"
 )
 _ARITHMETIC = re.compile(
     r"\b(?:"
@@ -376,18 +545,40 @@ _ARITHMETIC = re.compile(
     r"|calculate|compute|evaluate|calcule[rz]?|calcular?|berechnen?|rechne"
     r")"
 )
+_ARITHMETIC_CUES = _cues(
+    "root|sqrt|log|ln|sin|cos|tan|factorial|racine|cuadrada|wurzel|what percent|what %|fraction"
+    "|decimal|percentage|mixed number|binary|hex|octal|roman numerals|scientific notation|sum "
+    "|product |difference |quotient |add |multiply |divide |subtract |calcul|compute|evaluate"
+    "|rechne",
+    ("0-9", "than|equal to"),  # is 0.999... equal to 1
+    (  # what is 100-37, what's 10!
+        "0-9",
+        "what|how much is|equal|combien |cuanto es|cu\u00e1nto es|wie viel ist|was ist",
+        "-|/|x|!",
+    ),
+)
 # The whole message is an expression such as 100-37 (other operators are caught above).
 _BARE_EXPRESSION = re.compile(r"^[\d\s.,()%=?]*\d ?[-/x] ?[(-]?\d[\d\s.,()+\-*/x%=?]*$")
+_BARE_EXPRESSION_CUES = _cues(("0-9", "-|/|x"))
 _MEASURE = re.compile(
     r"\b(?:area|perimeter|volume|circumference|radius|diameter|hypotenuse|side length|diagonal"
     r"|angles?|aire|p[e\u00e9]rim[e\u00e8]tre|\u00e1rea|per[i\u00ed]metro|fl\u00e4che|umfang"
     r"|volumen)\b"
+)
+_MEASURE_CUES = _cues(
+    "area|\u00e1rea|perim|p\u00e9rim|per\u00edm|volume|circumference|radius|diameter|hypotenuse"
+    "|side length|diagonal|angle|aire|fl\u00e4che|umfang"
 )
 _SHAPE = re.compile(
     r"\b(?:circles?|squares?|triangles?|rectangles?|rectangular|spheres?|cubes?|cylinders?"
     r"|cones?|pyramids?|polygons?|hexagons?|pentagons?|trapezoids?|parallelograms?|rhombus"
     r"|ellipses?|prisms?|cercle|carr[e\u00e9]|c[i\u00ed]rculo|cuadrado|tri[a\u00e1]ngulo"
     r"|rect[a\u00e1]ngulo|kreis|quadrat|dreieck|rechteck)\b"
+)
+_SHAPE_CUES = _cues(
+    "circle|square|triangle|rectang|sphere|cube|cylinder|cone|pyramid|polygon|hexagon|pentagon"
+    "|trapezoid|parallelogram|rhombus|ellipse|prism|cercle|carr|rculo|cuadrado|triangulo"
+    "|tri\u00e1ngulo|rect\u00e1ng|kreis|quadrat|dreieck|rechteck"
 )
 _QUANTITY_QUESTION = re.compile(
     r"\b(?:how (?:many|much|long|far|fast|old|often|tall|high|heavy|big|large|deep|wide)"
@@ -400,8 +591,14 @@ _QUANTITY_QUESTION = re.compile(
     r"|spend|earn|get back|need)"
     r"|in total|altogether|in all|left over|how much more|how many more)\b"
 )
+_QUANTITY_QUESTION_CUES = _cues(
+    "how |what|combien|cuant|cu\u00e1nt|wie |find|calculate|compute|determine|work out"
+    "|figure out|pay|owe|save|spend|earn|get back|need|in total|altogether|in all|left over"
+)
 _QUANTITY_HINT = re.compile(r"\b(?:total|left|remain\w*|each|per)\b")  # needs a "?" too
+_QUANTITY_HINT_CUES = _cues("total|left|remain|each|per")
 _QUESTION_MARK = re.compile(r"\?")
+_QUESTION_MARK_CUES = _cues("?")
 # Every number a word problem may state: digits, number words, half, twice...
 _NUMBER = re.compile(
     rf"\b(?:\d+(?:[.,]\d+)*|(?:{_NUMBER_WORD}|half|twice|double|triple|dozen|quarter)\b)"
@@ -409,68 +606,111 @@ _NUMBER = re.compile(
 
 
 class _Rule(NamedTuple):
-    """A signal: `pattern` found, `needs` found too (if set), at least `min_numbers` numbers."""
+    """A signal: at least `min_numbers` numbers, `pattern` found, `needs` found too (if set).
+    The cheap checks go first: the count, then the cues of `pattern` and of `needs`."""
 
     reason: str
     pattern: re.Pattern[str]
+    cues: _Cues
     needs: re.Pattern[str] | None = None
+    needs_cues: _Cues | None = None  # None: no cheap condition (`needs` is rarely scanned)
     min_numbers: int = 0
 
-    def matches(self, text: str, numbers: int) -> bool:
+    def matches(self, text: str, numbers: int, has_digit: bool | None) -> bool:
+        """`has_digit` None: no cues are looked up (in a short text they cost more than they
+        save)."""
         return (
             numbers >= self.min_numbers
+            and (has_digit is None or self.cued(text, has_digit))
             and self.pattern.search(text) is not None
             and (self.needs is None or self.needs.search(text) is not None)
         )
 
+    def cued(self, text: str, has_digit: bool) -> bool:
+        return self.cues.found(text, has_digit) and (
+            self.needs_cues is None or self.needs_cues.found(text, has_digit)
+        )
+
 
 _NEGATIVES = (
-    ("writing", _WRITING),
-    ("coding", _CODE_TEXT),
-    ("coding", _CODE_REQUEST),
-    ("no_solving", _NO_SOLVING),
-    ("trivia", _WHO_FIRST),
+    ("writing", _WRITING, _WRITING_CUES),
+    ("coding", _CODE_TEXT, _CODE_TEXT_CUES),
+    ("coding", _CODE_REQUEST, _CODE_REQUEST_CUES),
+    ("no_solving", _NO_SOLVING, _NO_SOLVING_CUES),
+    ("trivia", _WHO_FIRST, _WHO_FIRST_CUES),
 )
 _SIGNALS = (
-    _Rule("counting", _COUNTING),
-    _Rule("proof", _PROOF, needs=_MATH_CONTEXT),
-    _Rule("puzzle", _PUZZLE),
-    _Rule("puzzle", _NUMBER_SEQUENCE, min_numbers=2),
-    _Rule("puzzle", _LOGIC_QUESTION, needs=_LOGIC_PREMISE),
-    _Rule("probability", _PROBABILITY, needs=_RANDOM_CONTEXT),
-    _Rule("combinatorics", _COMBINATORICS, needs=_CHOICE_CONTEXT),
-    _Rule("date_math", _DATE_QUESTION, needs=_DATE_ANCHOR, min_numbers=1),
-    _Rule("unit_conversion", _UNIT_CONVERSION),
-    _Rule("number_theory", _NUMBER_THEORY, min_numbers=1),
-    _Rule("statistics", _STATISTIC, min_numbers=2),
-    _Rule("equation", _POWER),
-    _Rule("equation", _ALGEBRA),
-    _Rule("equation", _CALCULUS_VERB, needs=_MATH_OBJECT),
-    _Rule("arithmetic", _BARE_EXPRESSION, min_numbers=2),
-    _Rule("arithmetic", _OPERATION, min_numbers=2),
-    _Rule("arithmetic", _WORD_OPERATION, min_numbers=2),
-    _Rule("geometry", _MEASURE, needs=_SHAPE, min_numbers=1),
-    _Rule("arithmetic", _ARITHMETIC, min_numbers=1),
-    _Rule("word_problem", _QUANTITY_QUESTION, min_numbers=2),
-    _Rule("word_problem", _QUANTITY_HINT, needs=_QUESTION_MARK, min_numbers=2),
+    _Rule("counting", _COUNTING, _COUNTING_CUES),
+    _Rule("proof", _PROOF, _PROOF_CUES, needs=_MATH_CONTEXT),
+    _Rule("puzzle", _PUZZLE, _PUZZLE_CUES),
+    _Rule("puzzle", _NUMBER_SEQUENCE, _NUMBER_SEQUENCE_CUES, min_numbers=2),
+    _Rule("puzzle", _LOGIC_QUESTION, _LOGIC_QUESTION_CUES, needs=_LOGIC_PREMISE),
+    _Rule("probability", _PROBABILITY, _PROBABILITY_CUES, needs=_RANDOM_CONTEXT),
+    _Rule("combinatorics", _COMBINATORICS, _COMBINATORICS_CUES, needs=_CHOICE_CONTEXT),
+    _Rule(
+        "date_math",
+        _DATE_QUESTION,
+        _DATE_QUESTION_CUES,
+        needs=_DATE_ANCHOR,
+        needs_cues=_DATE_ANCHOR_CUES,
+        min_numbers=1,
+    ),
+    _Rule("unit_conversion", _UNIT_CONVERSION, _UNIT_CONVERSION_CUES),
+    _Rule("number_theory", _NUMBER_THEORY, _NUMBER_THEORY_CUES, min_numbers=1),
+    _Rule("statistics", _STATISTIC, _STATISTIC_CUES, min_numbers=2),
+    _Rule("equation", _POWER, _POWER_CUES),
+    _Rule("equation", _ALGEBRA, _ALGEBRA_CUES),
+    _Rule(
+        "equation",
+        _CALCULUS_VERB,
+        _CALCULUS_VERB_CUES,
+        needs=_MATH_OBJECT,
+        needs_cues=_MATH_OBJECT_CUES,
+    ),
+    _Rule("arithmetic", _BARE_EXPRESSION, _BARE_EXPRESSION_CUES, min_numbers=2),
+    _Rule("arithmetic", _OPERATION, _OPERATION_CUES, min_numbers=2),
+    _Rule("arithmetic", _WORD_OPERATION, _WORD_OPERATION_CUES, min_numbers=2),
+    _Rule("geometry", _MEASURE, _MEASURE_CUES, needs=_SHAPE, needs_cues=_SHAPE_CUES, min_numbers=1),
+    _Rule("arithmetic", _ARITHMETIC, _ARITHMETIC_CUES, min_numbers=1),
+    _Rule("word_problem", _QUANTITY_QUESTION, _QUANTITY_QUESTION_CUES, min_numbers=2),
+    _Rule(
+        "word_problem",
+        _QUANTITY_HINT,
+        _QUANTITY_HINT_CUES,
+        needs=_QUESTION_MARK,
+        needs_cues=_QUESTION_MARK_CUES,
+        min_numbers=2,
+    ),
 )
 _MOST_NUMBERS_NEEDED = max(rule.min_numbers for rule in _SIGNALS)
 
+# In a long ASCII text, `_count_numbers` counts the matches of `_NUMBER` without its scan for
+# word starts: numbers in digits, then words that are number words (in ASCII, `\w` is a
+# letter, a digit or "_", so the words `\b` bounds are the runs of those).
+_DIGIT_NUMBER = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")  # `\b\d+(?:[.,]\d+)*`, led by a digit
+_WORD_NUMBERS = frozenset(f"{_NUMBER_WORDS} half twice double triple dozen quarter".split())
+_ASCII_NON_WORD_TO_SPACE = str.maketrans(
+    {char: " " for char in map(chr, range(128)) if not (char.isalnum() or char == "_")}
+)
 
-def _count_numbers(text: str) -> int:
-    """How many numbers `text` states, counted up to the most any rule needs."""
-    count = 0
-    for count, _ in enumerate(_NUMBER.finditer(text), start=1):
-        if count == _MOST_NUMBERS_NEEDED:
-            break
-    return count
+
+def _count_numbers(text: str, has_digit: bool | None) -> int:
+    """How many numbers `text` states (the matches of `_NUMBER`), counted up to the most any
+    rule needs. `has_digit` None: a short text, scanned."""
+    most = _MOST_NUMBERS_NEEDED
+    if has_digit is None or not text.isascii():
+        return sum(1 for _ in islice(_NUMBER.finditer(text), most))
+    count = sum(1 for _ in islice(_DIGIT_NUMBER.finditer(text), most)) if has_digit else 0
+    if count < most:
+        words = text.translate(_ASCII_NON_WORD_TO_SPACE).split()
+        count += sum(map(_WORD_NUMBERS.__contains__, words))
+    return min(count, most)
 
 
 def _window(text: str) -> str:
     """The part of `text` that is read, normalized: see the module docstring."""
-    if len(text) > WINDOW_CHARS:
-        half = WINDOW_CHARS // 2
-        text = f"{text[:half]}\n{text[-half:]}"
+    if len(text) > HEAD_CHARS + TAIL_CHARS:
+        text = f"{text[:HEAD_CHARS]}\n{text[-TAIL_CHARS:]}"
     return text.strip().lower().replace("\u2019", "'")
 
 
@@ -481,11 +721,16 @@ def classify(text: str) -> Verdict:
         return Verdict(False, "empty")
     if len(window) <= GREETING_MAX_CHARS and _GREETING_MESSAGE.fullmatch(window):
         return Verdict(False, "greeting")
-    for reason, pattern in _NEGATIVES:
-        if pattern.search(window):
+    # Cues pay off in a long window only: in a short one (has_digit None) every pattern is scanned.
+    has_digit = _has_digit(window) if len(window) >= CUES_FROM_CHARS else None
+    numbers = _count_numbers(window, has_digit)
+    signal = next(
+        (rule.reason for rule in _SIGNALS if rule.matches(window, numbers, has_digit)), None
+    )
+    if signal is None:
+        return Verdict(False, "no_signal")
+    # Negatives are read only to veto a signal: most turns have none, and each scan costs.
+    for reason, pattern, cues in _NEGATIVES:
+        if (has_digit is None or cues.found(window, has_digit)) and pattern.search(window):
             return Verdict(False, reason)
-    numbers = _count_numbers(window)
-    for rule in _SIGNALS:
-        if rule.matches(window, numbers):
-            return Verdict(True, rule.reason)
-    return Verdict(False, "no_signal")
+    return Verdict(True, signal)
