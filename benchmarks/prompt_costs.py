@@ -24,6 +24,14 @@ from serve_app.prompt.template import ChatTemplate
 LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "step_by_step_prompts.jsonl"
 ROUNDS = 20
 
+# Turns longer than the classifier's window (it reads the first 250 + last 750 characters).
+LONG_TURNS = {
+    "long turn: prose, no digits": "Could you help me plan a trip to Italy? We like food and museums. "
+    * 30,
+    "long turn: prose with numbers": "My essay on the city's history, written for class 7. " * 40,
+    "long turn: pasted table + question": "| pen | 12 | 1.25 |\n" * 120 + "What is the total?",
+}
+
 
 def microseconds(function: Callable[[object], object], inputs: list) -> tuple[float, float]:
     """Median and p99 of per-call time over ROUNDS passes through the inputs."""
@@ -70,6 +78,9 @@ def main() -> None:
         ("tokenize rendered prompt", template.encode, rendered),
     ]:
         median, p99 = microseconds(function, inputs)
+        print(f"{name:<36}{median:>10.1f}{p99:>10.1f}")
+    for name, text in LONG_TURNS.items():
+        median, p99 = microseconds(classify, [text])
         print(f"{name:<36}{median:>10.1f}{p99:>10.1f}")
 
 
