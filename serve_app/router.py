@@ -198,6 +198,7 @@ class Router:
                 code="model_not_found",
             )
         body.check()
+        self._check_token_ids(body)
         if body.user:
             logger.info("chat request from user %r", body.user)
         messages = to_template_messages(body.messages)
@@ -241,6 +242,21 @@ class Router:
             )
         completion = await writer.collect(chunks)
         return JSONResponse(completion.model_dump(), headers=headers)
+
+    def _check_token_ids(self, body: ChatCompletionRequest) -> None:
+        """Token ids a client names must exist, or vLLM would fail the request deep inside."""
+        vocab = len(self.template.tokenizer)
+        for param, ids in (
+            ("logit_bias", body.logit_bias),
+            ("stop_token_ids", body.stop_token_ids),
+        ):
+            unknown = sorted(i for i in ids or () if not 0 <= i < vocab)
+            if unknown:
+                raise APIError(
+                    400,
+                    f"{param} names token ids outside the vocabulary (0 to {vocab - 1}): {unknown[:5]}",
+                    param=param,
+                )
 
     def _max_tokens(self, prompt_tokens: int, requested: int | None) -> int:
         limit = self.config.model.max_model_len

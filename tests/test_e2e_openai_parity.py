@@ -314,6 +314,8 @@ def test_tool_call_history_is_accepted(client):
         ({"n": 0}, "n"),
         ({"logit_bias": {"9707": 500}}, "logit_bias"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"logit_bias": {"999999": 5}}, "logit_bias"),
+        ({"extra_body": {"stop_token_ids": [-1]}}, "stop_token_ids"),
     ],
 )
 def test_invalid_combinations_are_400_naming_the_field(client, kwargs, param):
