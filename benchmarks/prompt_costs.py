@@ -45,16 +45,30 @@ def microseconds(function: Callable[[object], object], inputs: list) -> tuple[fl
     return statistics.median(samples), samples[int(len(samples) * 0.99)]
 
 
+def load_labelled() -> list[dict]:
+    return [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
+
+
+def score(rows: list[dict]) -> tuple[float, float, list[dict]]:
+    """Precision and recall of the classifier on labelled rows, and the rows it gets wrong."""
+    said = [classify(row["prompt"]).applies for row in rows]
+    truth = [row["step_by_step"] for row in rows]
+    tp = sum(t and s for t, s in zip(truth, said, strict=True))
+    wrong = [row for row, t, s in zip(rows, truth, said, strict=True) if t != s]
+    fp = sum(1 for row in wrong if not row["step_by_step"])
+    return tp / (tp + fp), tp / sum(truth), wrong
+
+
 def main() -> None:
-    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
-    verdicts = [(row["step_by_step"], classify(row["prompt"]).applies) for row in rows]
-    tp = sum(1 for truth, said in verdicts if truth and said)
-    fp = sum(1 for truth, said in verdicts if not truth and said)
-    fn = sum(1 for truth, said in verdicts if truth and not said)
-    print(f"labelled set: {len(rows)} prompts ({sum(t for t, _ in verdicts)} need step by step)")
-    print(f"classifier precision {tp / (tp + fp):.3f}  recall {tp / (tp + fn):.3f}")
-    for truth, row in ((t, r) for (t, s), r in zip(verdicts, rows, strict=True) if t != s):
-        print(f"  wrong ({'missed' if truth else 'false alarm'}): {row['prompt'][:90]!r}")
+    rows = load_labelled()
+    precision, recall, wrong = score(rows)
+    print(
+        f"labelled set: {len(rows)} prompts ({sum(r['step_by_step'] for r in rows)} need step by step)"
+    )
+    print(f"classifier precision {precision:.3f}  recall {recall:.3f}")
+    for row in wrong:
+        kind = "missed" if row["step_by_step"] else "false alarm"
+        print(f"  wrong ({kind}): {row['prompt'][:90]!r}")
 
     model_dir = ensure_dev_model()
     config = ModelConfig(source=str(model_dir), chat_template="qwen2_5.jinja", max_model_len=8192)

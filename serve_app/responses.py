@@ -206,11 +206,10 @@ class ResponseWriter:
             async for chunk in chunks:
                 state = choices[chunk.index]
                 content, calls = state.consume(chunk)
+                first_call = state.calls - len(calls)  # this choice's tool-call index
                 delta = DeltaMessage(
                     content=content or None,
-                    tool_calls=[
-                        _delta_call(state.calls - len(calls) + i, c) for i, c in enumerate(calls)
-                    ]
+                    tool_calls=[_delta_call(first_call + i, c) for i, c in enumerate(calls)]
                     or None,
                 )
                 if delta.content is not None or delta.tool_calls or chunk.logprobs:

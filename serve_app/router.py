@@ -130,6 +130,7 @@ class Router:
         self.policy = StepByStepPolicy(
             config.prompt_policy.step_by_step, self.template.default_system_prompt
         )
+        self.vocab_size = len(self.template.tokenizer)  # once: it is the same every request
         self.balancer = NodeGroupBalancer(config.node_groups, engines)
         self.started = int(time.time())
         self._status_task = asyncio.get_running_loop().create_task(self._watch_replicas())
@@ -245,7 +246,7 @@ class Router:
 
     def _check_token_ids(self, body: ChatCompletionRequest) -> None:
         """Token ids a client names must exist, or vLLM would fail the request deep inside."""
-        vocab = len(self.template.tokenizer)
+        vocab = self.vocab_size
         for param, ids in (
             ("logit_bias", body.logit_bias),
             ("stop_token_ids", body.stop_token_ids),

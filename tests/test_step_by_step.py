@@ -3,16 +3,12 @@ and the classifier measured on a hand-labelled set of prompts."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
+from benchmarks.prompt_costs import load_labelled, score
 from serve_app.config import StepByStepConfig
-from serve_app.prompt.classifier import classify
 from serve_app.prompt.step_by_step import StepByStepPolicy
 
-LABELLED = Path(__file__).parent / "data" / "step_by_step_prompts.jsonl"
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 INSTRUCTION = StepByStepConfig().instruction
 
@@ -83,17 +79,10 @@ def test_template_without_default_system_prompt():
     assert bare.apply(MATH)[0] == {"role": "system", "content": INSTRUCTION}
 
 
-def labelled_set() -> list[dict]:
-    return [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
-
-
 def test_labelled_set_precision_and_recall():
-    rows = labelled_set()
+    rows = load_labelled()
     assert len(rows) >= 100
-    tp = sum(1 for r in rows if r["step_by_step"] and classify(r["prompt"]).applies)
-    fp = sum(1 for r in rows if not r["step_by_step"] and classify(r["prompt"]).applies)
-    fn = sum(1 for r in rows if r["step_by_step"] and not classify(r["prompt"]).applies)
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    precision, recall, _ = score(rows)
     print(
         f"\nstep-by-step classifier: precision {precision:.3f} recall {recall:.3f} on {len(rows)}"
     )
