@@ -189,7 +189,6 @@ class Router:
         body: ChatCompletionRequest,
         request: Request,
         x_step_by_step: Annotated[str | None, Header()] = None,
-        x_request_id: Annotated[str | None, Header()] = None,
     ) -> Response:
         if body.model != self.model_id:
             raise APIError(
@@ -221,7 +220,8 @@ class Router:
             sampling=sampling_fields(body),
             structured_outputs=structured_outputs,
         )
-        headers = {**_policy_headers(request), "X-Request-Id": x_request_id or request_id}
+        # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
+        headers = _policy_headers(request)
         stream = self._generate(engine_request)
         chunks = _chain(await _first_chunk(stream), stream)
         options = body.stream_options

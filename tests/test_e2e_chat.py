@@ -98,6 +98,18 @@ def test_sse_wire_format_ends_with_done(stack):
         assert json.loads(line.removeprefix("data: "))["object"] == "chat.completion.chunk"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_request_id_is_echoed_once(stack, stream):
+    """Load tests and logs join on it: one header, the caller's value (else a fresh one)."""
+    body = {"model": MODEL, "messages": GREETING, "max_tokens": 2, "stream": stream}
+    url = f"{stack.base_url}/v1/chat/completions"
+    sent = httpx.post(url, json=body, headers={"X-Request-Id": "frontend-42"})
+    fresh = httpx.post(url, json=body)
+    assert sent.headers.get_list("x-request-id") == ["frontend-42"]
+    assert len(fresh.headers.get_list("x-request-id")) == 1
+    assert fresh.headers["x-request-id"] != "frontend-42"
+
+
 def test_stop_string_is_honoured(client):
     text = (
         client.chat.completions.create(model=MODEL, messages=GREETING, max_tokens=24, seed=3)

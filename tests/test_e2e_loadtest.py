@@ -1,0 +1,144 @@
+"""End to end: Locust, headless, against the running CPU app, as `make loadtest` runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUST = Path(sys.executable).parent / "locust"
+
+
+def locust(stack, run_dir: Path, *args: str, files: str = "loadtest/locustfile.py"):
+    return subprocess.run(
+        [
+            str(LOCUST),
+            "-f",
+            files,
+            "--headless",
+            "--host",
+            stack.base_url,
+            "--run-dir",
+            str(run_dir),
+            "--csv",
+            str(run_dir / "locust"),
+            "--only-summary",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_smoke_run_against_the_cpu_app(stack, tmp_path):
+    result = locust(
+        stack,
+        tmp_path,
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "30s",
+        "--slo-file",
+        "loadtest/slo/cpu-dev.yaml",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"report: {tmp_path / 'report.html'}" in result.stdout
+    for name in (
+        "samples.jsonl",
+        "timeline.jsonl",
+        "summary.json",
+        "report.html",
+        "locust_stats.csv",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+    samples = rows(tmp_path / "samples.jsonl")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    ok = [s for s in samples if s["ok"]]
+    assert summary["failed"] == 0 and summary["slo"]["passed"] is True
+    assert len(ok) == len(samples) == summary["completed"] >= 10
+    assert sum(s["ttft_ms"] is not None for s in samples) == len(ok)
+    assert all(s["output_tokens"] == sum(s["chunk_tokens"]) for s in ok)
+    assert len({s["request_id"] for s in samples}) == len(samples)
+    # Under load the router still adds the step-by-step prompt to math, and only there.
+    for sample in samples:
+        expected = "step-by-step" if sample["workload"] == "math" else "none"
+        assert sample["prompt_policy"] == expected, sample["workload"]
+    # Locust's own table carries TTFT/TPOT/ITL rows beside the requests, one TTFT per request.
+    with (tmp_path / "locust_stats.csv").open() as handle:
+        stats = {
+            (row["Type"], row["Name"]): int(row["Request Count"]) for row in csv.DictReader(handle)
+        }
+    ttft_rows = sum(count for (kind, _), count in stats.items() if kind == "TTFT")
+    assert ttft_rows == len(ok)
+    assert any(kind == "ITL" for kind, _ in stats) and any(kind == "TPOT" for kind, _ in stats)
+    timeline = rows(tmp_path / "timeline.jsonl")
+    assert len(timeline) >= 25 and timeline[-1]["users"] == 4
+
+
+def test_open_loop_spike_and_a_broken_slo_exit_1(stack, tmp_path):
+    result = locust(
+        stack,
+        tmp_path,
+        "--shape",
+        "spike",
+        "--request-rate",
+        "2",
+        "-u",
+        "4",
+        "-t",
+        "10s",
+        "--slo-ttft-p95-ms",
+        "0.01",
+        "--workload",
+        "tests/data/loadtest_short.yaml",
+        files="loadtest/locustfile.py,loadtest/shape.py",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SLO FAILED ttft_p95_ms: p95_ttft_ms = " in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["slo"]["passed"] is False
+    assert summary["load"].startswith("open-loop Poisson 2 req/s")
+    samples = rows(tmp_path / "samples.jsonl")
+    assert samples and all(s["scheduled"] is not None for s in samples)
+    # The spike shape moves the arrival rate: a quarter of the peak, then the peak.
+    rates = {point["rate"] for point in rows(tmp_path / "timeline.jsonl")}
+    assert {0.5, 2.0} <= rates
+
+
+def test_unreachable_server_fails_fast_with_a_hint(tmp_path):
+    result = subprocess.run(
+        [
+            str(LOCUST),
+            "-f",
+            "loadtest/locustfile.py",
+            "--headless",
+            "-t",
+            "5s",
+            "--host",
+            "http://127.0.0.1:9",
+            "--run-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "is the server up (make serve)?" in result.stderr
