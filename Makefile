@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean bench-prompt
+.PHONY: serve test lint devmodel install clean bench-prompt loadtest
 
 install: $(STAMP)
 
@@ -58,3 +58,21 @@ bench-prompt: devmodel
 .PHONY: k8s-manifests
 k8s-manifests: $(STAMP)
 	$(PY) -m serve_app.kube write
+
+# Load test a running server: `make serve` in another terminal first, or HOST=<deployment>.
+# Writes loadtest/runs/<UTC time>/ (report.html, summary.json, samples) and exits 1 when an
+# SLO gate fails. More: LOCUST_ARGS="--request-rate 2", "-f ...,loadtest/shape.py --shape spike".
+HOST ?= http://127.0.0.1:8000
+USERS ?= 4
+DURATION ?= 60s
+WORKLOAD ?= chat-mix
+SLO ?= loadtest/slo/cpu-dev.yaml
+LOCUSTFILES ?= loadtest/locustfile.py
+LOCUST_ARGS ?=
+loadtest: $(STAMP)
+	@run=loadtest/runs/$$(date -u +%Y%m%d-%H%M%S); \
+	echo "==> $(DURATION) of $(WORKLOAD) with $(USERS) users against $(HOST)"; \
+	$(VENV)/bin/locust -f $(LOCUSTFILES) --headless --host $(HOST) -u $(USERS) -r $(USERS) \
+	  -t $(DURATION) --workload $(WORKLOAD) --slo-file $(SLO) --run-dir $$run \
+	  --csv $$run/locust --only-summary $(LOCUST_ARGS); \
+	code=$$?; echo "==> report: open $$run/report.html"; exit $$code

@@ -23,6 +23,7 @@ import numpy as np
 # to close, and the Locust process's matplotlib state is left alone.
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 
 Row = dict[str, Any]
@@ -30,6 +31,7 @@ Row = dict[str, Any]
 # Workload classes keep one colour in every plot; red and grey are kept for SLOs and axes.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 SLO_COLOUR, SECONDARY_COLOUR = "#d62728", "#555555"
+ROLLING = {"color": "black", "lw": 2, "path_effects": [withStroke(linewidth=4, foreground="w")]}
 STYLE = {
     "font.size": 11,
     "axes.titlesize": 13,
@@ -52,8 +54,9 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
-def _read_jsonl(path: Path) -> list[Row]:
-    """The objects of a JSON-lines file; a run killed mid-write leaves a torn last line."""
+def _read_jsonl(path: Path, unused: str = "") -> list[Row]:
+    """The objects of a JSON-lines file, less an `unused` key (the ITL lists of a long run are
+    large); a run killed mid-write leaves a torn last line, skipped."""
     if not path.is_file():
         return []
     rows = []
@@ -63,6 +66,7 @@ def _read_jsonl(path: Path) -> list[Row]:
         except ValueError:
             continue
         if isinstance(row, dict):
+            row.pop(unused, None)
             rows.append(row)
     return rows
 
@@ -125,7 +129,9 @@ def _legend(fig: Figure, *axes: Any) -> None:
     if handles:
         column_px = 6 * max(map(len, labels)) + 40  # ~6 px a character at 9 pt
         ncols = max(1, min(len(handles), 4, 900 // column_px))
-        fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, markerscale=2)
+        for handle in legend.legend_handles:  # faint scatter dots still need a readable key
+            handle.set_alpha(1)
 
 
 def _threshold(summary: Row, metric: str) -> tuple[float | None, str]:
@@ -138,6 +144,17 @@ def _threshold(summary: Row, metric: str) -> tuple[float | None, str]:
             return value, f"SLO p95 {gate.get('op', '<=')} {value:g} ms"
     value = _num(_dict(slo.get("goodput")).get(f"{metric}_ms"))
     return value, f"goodput target {value:g} ms" if value is not None else ""
+
+
+def _series(
+    rows: Sequence[Row], time_key: str, key: str, t0: float, div: float
+) -> list[tuple[float, float]]:
+    """(time since start, value) of the rows that have both, in time order, for step lines."""
+    return sorted(
+        ((t - t0) / div, v)
+        for row in rows
+        if (t := _num(row.get(time_key))) is not None and (v := _num(row.get(key))) is not None
+    )
 
 
 def _time_unit(span_s: float) -> tuple[float, str]:
@@ -165,7 +182,7 @@ def plot_distribution(
     values = {kind: np.sort(rows[:, 1]) for kind, rows in _ok_values(samples, key, colours).items()}
     everything = np.concatenate([v for v in values.values() if v.size] or [np.empty(0)])
     if not everything.size:
-        _empty(ax, f"no {name} values (no successful multi-token request)")
+        _empty(ax, f"no {name} value among successful requests")
         return _png(fig, f"{name} distribution")
     for kind, v in values.items():
         if v.size:
@@ -178,13 +195,19 @@ def plot_distribution(
     limit, label = _threshold(summary, key.removesuffix("_ms"))
     if limit is not None:
         ax.axvline(limit, color=SLO_COLOUR, ls="--", lw=2, label=label)
-    if everything.max() / everything.min() > 20:
+    if _wide([everything.min(), everything.max(), limit]):
         ax.set_xscale("log")
     ax.set_xlabel(f"{name} (ms{', log scale' if ax.get_xscale() == 'log' else ''})")
     ax.set_ylabel("requests at or below (%)")
     ax.set_ylim(0, 101)
     _legend(fig, ax)
     return _png(fig, f"{name} distribution")
+
+
+def _wide(values: Sequence[float | None]) -> bool:
+    """Log scale when the data and the SLO line span more than 20x (else one squashes)."""
+    present = [v for v in values if v is not None and v > 0]
+    return bool(present) and max(present) / min(present) > 20
 
 
 def _rolling(x: np.ndarray, y: np.ndarray, window: float, end: float) -> tuple[np.ndarray, ...]:
@@ -213,43 +236,33 @@ def plot_latency_over_time(
     fig, ax = _figure("Time to first token over the run, with the offered load")
     div, unit = _time_unit(span)
     by_kind = {k: r[~np.isnan(r[:, 0])] for k, r in _ok_values(samples, "ttft_ms", colours).items()}
+    count = sum(len(rows) for rows in by_kind.values())
+    dots = {"s": 16 if count < 2000 else 8, "alpha": min(0.7, max(0.3, 800 / max(count, 1)))}
     for kind, rows in by_kind.items():
         if rows.size:
             x, v = rows[:, 0] - t0, rows[:, 1]
-            ax.scatter(x / div, v, s=16, alpha=0.6, color=colours[kind], label=_mpl(kind), lw=0)
+            ax.scatter(x / div, v, color=colours[kind], label=_mpl(kind), lw=0, **dots)
     if points := [rows for rows in by_kind.values() if rows.size]:
         x, v = np.concatenate(points).T
         x -= t0
         window = max(5.0, span / 40)
         grid, p50, p95 = _rolling(x, v, window, span)
-        ax.plot(grid / div, p50, color="black", lw=2, label=f"rolling p50 ({window:.0f} s)")
-        ax.plot(
-            grid / div, p95, color="black", lw=2, ls="-.", label=f"rolling p95 ({window:.0f} s)"
-        )
+        ax.plot(grid / div, p50, label=f"rolling p50 ({window:.0f} s)", **ROLLING)
+        ax.plot(grid / div, p95, ls="-.", label=f"rolling p95 ({window:.0f} s)", **ROLLING)
         limit, label = _threshold(summary, "ttft")
         if limit is not None:
             ax.axhline(limit, color=SLO_COLOUR, ls="--", lw=2, label=label)
-        if v.max() / max(v.min(), 1e-9) > 20:
+        if _wide([v.min(), v.max(), limit]):
             ax.set_yscale("log")
         ax.set_ylabel(f"TTFT (ms{', log scale' if ax.get_yscale() == 'log' else ''})")
     else:
         _empty(ax, "no successful request", keep_x=True)
-    rated = [p for p in timeline if _num(p.get("rate")) is not None]
-    load = [((p["t"] - t0) / div, _num(p["rate"])) for p in rated if _num(p.get("t")) is not None]
-    load_label = "open-loop target rate (req/s)"
-    if not rated:
+    load, load_label = _series(timeline, "t", "rate", t0, div), "open-loop target rate (req/s)"
+    if not load:  # closed loop; without a timeline each request still tells its user count
         load_label = "Locust users"
-        load = [
-            ((p["t"] - t0) / div, _num(p.get("users")))
-            for p in timeline
-            if _num(p.get("t")) is not None and _num(p.get("users")) is not None
-        ]
-        if not load:  # no timeline: each request still carries the user count it saw
-            load = sorted(
-                ((s["start"] - t0) / div, _num(s.get("users")))
-                for s in samples
-                if _num(s.get("start")) is not None and _num(s.get("users")) is not None
-            )
+        load = _series(timeline, "t", "users", t0, div) or _series(
+            samples, "start", "users", t0, div
+        )
     twin = ax.twinx()
     if load:
         lx, ly = np.array(load).T
@@ -263,19 +276,29 @@ def plot_latency_over_time(
     return _png(fig, "TTFT over time")
 
 
+def _floats(value: Any) -> np.ndarray:
+    """A list of numbers from the file as an array (null -> NaN); anything else is empty."""
+    if not isinstance(value, list):
+        return np.empty(0)
+    try:
+        return np.asarray(value, dtype=float).reshape(len(value))
+    except (TypeError, ValueError):
+        return np.array([np.nan if (x := _num(v)) is None else x for v in value])
+
+
 def _chunk_tokens(sample: Row) -> tuple[np.ndarray, np.ndarray]:
     """Arrival (epoch s) and tokens of each content chunk. Counted tokens stay where usage
     reported them; the rest of `output_tokens` is spread over the chunks without a count (all
     of them when usage came only at the end). Arrays, as long runs hold millions of chunks."""
     start, output = _num(sample.get("start")), _num(sample.get("output_tokens"))
-    at = np.asarray(sample.get("chunk_ms") or [], dtype=float) / 1000
+    at = _floats(sample.get("chunk_ms")) / 1000
     if start is None or not at.size:
         end = _num(sample.get("e2e_ms"))
         if start is None or end is None or not output:
             return np.empty(0), np.empty(0)
         return np.array([start + end / 1000]), np.array([output])
     counts = np.full(at.size, np.nan)
-    given = np.asarray(sample.get("chunk_tokens") or [], dtype=float)[: at.size]
+    given = _floats(sample.get("chunk_tokens"))[: at.size]
     counts[: given.size] = given
     missing = np.isnan(counts)
     known = float(np.nansum(counts))
@@ -312,12 +335,7 @@ def plot_throughput(samples: Sequence[Row], timeline: Sequence[Row], t0: float, 
     twin = ax.twinx()
     label = "completed requests/s"
     twin.step(edges[:-1] / div, requests, where="post", color="#2ca02c", lw=1.5, label=label)
-    flight = [
-        ((p["t"] - t0) / div, _num(p.get("in_flight")))
-        for p in timeline
-        if _num(p.get("t")) is not None and _num(p.get("in_flight")) is not None
-    ]
-    if flight:
+    if flight := _series(timeline, "t", "in_flight", t0, div):
         fx, fy = np.array(flight).T
         style = {"color": SECONDARY_COLOUR, "ls": "--", "lw": 1.5}
         twin.step(fx, fy, where="post", label="requests in flight", **style)
@@ -379,11 +397,11 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     return f"{number:,.{digits}f}{unit}"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Cells are HTML already (escaped where they carry data)."""
     header = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{header}</tr>{body}</table>'
+    return f"<table><tr>{header}</tr>{body}</table>"
 
 
 def _gates(slo: Row) -> str:
@@ -429,7 +447,7 @@ def _key_figures(summary: Row) -> str:
     policy = _dict(s.get("prompt_policy"))
     note = ", ".join(f"{html.escape(str(k))}: {_fmt(v, digits=0)}" for k, v in policy.items())
     return (
-        _table(["figure", "value"], rows, "kv")
+        _table(["figure", "value"], rows)
         + _table(["latency", "median", "p95", "p99"], latency)
         + (f"<p>Prompt policy of successful requests — {note}</p>" if note else "")
     )
@@ -507,11 +525,12 @@ def render(summary: Row, samples: Sequence[Row], timeline: Sequence[Row]) -> str
     slo = _dict(summary.get("slo"))
     passed = slo.get("passed")
     verdict = "PASS" if passed is True else "FAIL" if passed is False else "NONE"
-    banner = {
-        "PASS": "PASS — all SLO gates met",
-        "FAIL": "FAIL — SLO gates broken",
-        "NONE": "no SLO configured",
-    }[verdict]
+    broken = ", ".join(
+        html.escape(str(g.get("name"))) for g in _gate_list(slo) if not g.get("passed")
+    )
+    banner = {"PASS": "PASS — all SLO gates met", "NONE": "no SLO configured"}.get(
+        verdict, f"FAIL — broken: {broken or 'see gates'}"
+    )
     date = summary.get("date") or (
         datetime.fromtimestamp(t0, UTC).isoformat(timespec="seconds") if times else "—"
     )
@@ -525,7 +544,7 @@ def render(summary: Row, samples: Sequence[Row], timeline: Sequence[Row]) -> str
 <html lang="en"><head><meta charset="utf-8"><title>Load test report — {verdict}</title>
 <style>{CSS}</style></head><body>
 <h1>Load test report</h1><div class="banner {verdict}">{banner}</div>
-{_table(["run", ""], facts, "kv")}{_gates(slo)}
+{_table(["run", ""], facts)}{_gates(slo)}
 <h2>Key figures</h2>{_key_figures(summary)}
 <h2>Latency</h2>{images[0]}{images[1]}{images[2]}
 <h2>Throughput</h2>{images[3]}
@@ -540,7 +559,7 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     page = render(
         _read_summary(run_dir / "summary.json"),
-        _read_jsonl(run_dir / "samples.jsonl"),
+        _read_jsonl(run_dir / "samples.jsonl", unused="itl_ms"),
         _read_jsonl(run_dir / "timeline.jsonl"),
     )
     path = run_dir / "report.html"

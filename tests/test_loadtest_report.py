@@ -133,7 +133,7 @@ def test_report_of_a_failing_run(run_dir: Path) -> None:
     assert path == run_dir / "report.html"
     page = path.read_text()
     _assert_self_contained(page)
-    assert 'class="banner FAIL"' in page
+    assert '<div class="banner FAIL">FAIL — broken: ttft_p95_ms</div>' in page
     gate_row = re.search(r"<tr><td>ttft_p95_ms</td>.*?</tr>", page)
     assert gate_row and 'class="fail">FAIL' in gate_row.group(0)
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
