@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 
 class PoissonPacer:
-    """Arrivals at `rate` per second with exponential gaps. Each call to `wait` claims the
-    next arrival and sleeps until it; `rate` may change at any time (load shapes do)."""
+    """Arrivals at `rate` per second with exponential gaps, drawn one at a time by whichever
+    user waits first, so no one holds an arrival drawn at a stale rate. `rate` may change at
+    any time (load shapes do): a pending gap is redrawn from the change, which is exact for a
+    Poisson process (memoryless). Arrivals nobody was free to take stay due, and are sent late."""
 
-    IDLE_POLL_S = 0.1  # how often a zero rate is looked at again
+    POLL_S = 0.1  # how often a sleeping waiter looks at the rate again
 
     def __init__(
         self,
@@ -25,11 +29,14 @@ class PoissonPacer:
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self._rng = random.Random(seed)
         self._clock = clock
         self._sleep = sleep
-        self._next: float | None = None
+        self._lock = lock or threading.Lock()  # under gevent: a gevent lock
+        self._base: float | None = None  # the last arrival, or when the rate last changed
+        self._version = 0
         self.rate = rate
 
     @property
@@ -38,23 +45,28 @@ class PoissonPacer:
 
     @rate.setter
     def rate(self, value: float) -> None:
-        if value <= 0:
-            self._next = None  # paused: arrivals restart from the moment the rate returns
         self._rate = value
+        self._version += 1
+        if value <= 0:
+            self._base = None  # paused: arrivals restart when the rate returns
 
     def wait(self) -> float:
-        """Block until the next arrival; returns its scheduled time (on `clock`). The claim
-        happens before any sleep, so cooperative users never claim the same arrival."""
-        while self.rate <= 0:
-            self._sleep(self.IDLE_POLL_S)
-        now = self._clock()
-        if self._next is None:
-            self._next = now
-        self._next += self._rng.expovariate(self.rate)
-        arrival = self._next
-        if arrival > now:
-            self._sleep(arrival - now)
-        return arrival
+        """Block until the next arrival; returns its scheduled time (on `clock`)."""
+        with self._lock:
+            while True:
+                if self.rate <= 0:
+                    self._sleep(self.POLL_S)
+                    continue
+                if self._base is None:
+                    self._base = self._clock()
+                version = self._version
+                arrival = self._base + self._rng.expovariate(self.rate)
+                while version == self._version and (now := self._clock()) < arrival:
+                    self._sleep(min(arrival - now, self.POLL_S))
+                if version == self._version:
+                    self._base = arrival
+                    return arrival
+                self._base = max(self._base, self._clock())  # the rate changed mid-gap
 
 
 SHAPES = ("ramp", "step", "spike", "soak")

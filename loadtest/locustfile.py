@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import gevent
+import gevent.lock
 import requests
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 from locust.runners import LocalRunner
 
-from loadtest.load import SHAPES, PoissonPacer
+from loadtest.load import SHAPES, PoissonPacer, level
 from loadtest.run import Run, default_run_dir
 from loadtest.slo import SLO, describe_failures
 from loadtest.stream import Sample, StreamRecorder, error_of_body
@@ -153,7 +154,10 @@ def _start(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     pacer = None
     if options.request_rate > 0:
-        pacer = PoissonPacer(options.request_rate, seed=options.seed, sleep=gevent.sleep)
+        rate = options.request_rate
+        if environment.shape_class:  # start where the shape starts (ramp: from zero)
+            rate *= level(options.shape, 0.0, options.shape_steps)
+        pacer = PoissonPacer(rate, options.seed, sleep=gevent.sleep, lock=gevent.lock.Semaphore())
     if not getattr(environment, "chat_model", None):  # web UI: the host is given at start
         environment.chat_model = _discover_model(environment)
     run = Run(

@@ -31,8 +31,10 @@ class ChatLoadShape(LoadTestShape):
             return None
         fraction = level(options.shape, elapsed / options.run_time, options.shape_steps)
         peak_users = options.num_users or 1
-        run = getattr(self.runner.environment, "chat_run", None)
-        if run is not None and run.pacer is not None:
-            run.pacer.rate = fraction * options.request_rate
-            return peak_users, options.spawn_rate or peak_users
-        return max(1, round(fraction * peak_users)), options.spawn_rate or peak_users
+        spawn_rate = options.spawn_rate or peak_users
+        if options.request_rate > 0:  # open loop: the rate moves, users stay the cap
+            run = getattr(self.runner.environment, "chat_run", None)
+            if run is not None:  # the first tick comes before test_start creates the run
+                run.pacer.rate = fraction * options.request_rate
+            return peak_users, spawn_rate
+        return max(1, round(fraction * peak_users)), spawn_rate

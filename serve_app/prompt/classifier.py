@@ -426,7 +426,7 @@ _DATE_ANCHOR = re.compile(
 _DATE_ANCHOR_CUES = _cues("0-9")
 _UNIT_CONVERSION = re.compile(
     rf"\b(?:\d[\d.,]* ?{_UNIT} (?:to|in|into|en|a|nach|zu) {_UNIT}"
-    rf"|how many {_UNIT} (?:are )?(?:in|is|make|per) (?:an?|one|\d[\d.,]*) ?{_UNIT}"
+    rf"|how many {_UNIT} (?:are (?:there )?)?(?:in|is|make|per) (?:an?|one|\d[\d.,]*) ?{_UNIT}"
     rf"|(?:convert\w*|conversion|convertir|convierte|umrechn\w*)\b[^\n]{{0,30}}?\d[\d.,]* ?"
     rf"{_UNIT})\b"
 )
