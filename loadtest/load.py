@@ -16,12 +16,13 @@ from contextlib import AbstractContextManager
 
 
 class PoissonPacer:
-    """Arrivals at `rate` per second with exponential gaps, drawn one at a time by whichever
-    user waits first, so no one holds an arrival drawn at a stale rate. `rate` may change at
-    any time (load shapes do): a pending gap is redrawn from the change, which is exact for a
-    Poisson process (memoryless). Arrivals nobody was free to take stay due, and are sent late."""
+    """Arrivals at `rate` per second, drawn one at a time by whichever user waits first, so no
+    one holds an arrival drawn at a stale rate. `rate` may change at any time (load shapes do):
+    each gap is an Exp(1) amount of rate x time, spent at whatever the rate is while it passes
+    (time rescaling, exact for a rate that changes at most once per `POLL_S`). Arrivals no user
+    was free to take stay due, and are sent late."""
 
-    POLL_S = 0.1  # how often a sleeping waiter looks at the rate again
+    POLL_S = 0.1  # how often a waiting user looks at the rate again
 
     def __init__(
         self,
@@ -31,42 +32,30 @@ class PoissonPacer:
         sleep: Callable[[float], object] = time.sleep,
         lock: AbstractContextManager[object] | None = None,
     ) -> None:
+        self.rate = rate
         self._rng = random.Random(seed)
         self._clock = clock
         self._sleep = sleep
         self._lock = lock or threading.Lock()  # under gevent: a gevent lock
-        self._base: float | None = None  # the last arrival, or when the rate last changed
-        self._version = 0
-        self.rate = rate
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @rate.setter
-    def rate(self, value: float) -> None:
-        self._rate = value
-        self._version += 1
-        if value <= 0:
-            self._base = None  # paused: arrivals restart when the rate returns
+        self._at: float | None = None  # the process is generated up to this time
 
     def wait(self) -> float:
         """Block until the next arrival; returns its scheduled time (on `clock`)."""
         with self._lock:
+            need = self._rng.expovariate(1.0)  # rate x seconds until the next arrival
             while True:
-                if self.rate <= 0:
-                    self._sleep(self.POLL_S)
-                    continue
-                if self._base is None:
-                    self._base = self._clock()
-                version = self._version
-                arrival = self._base + self._rng.expovariate(self.rate)
-                while version == self._version and (now := self._clock()) < arrival:
-                    self._sleep(min(arrival - now, self.POLL_S))
-                if version == self._version:
-                    self._base = arrival
-                    return arrival
-                self._base = max(self._base, self._clock())  # the rate changed mid-gap
+                now = self._clock()
+                if self._at is None:
+                    self._at = now
+                rate = self.rate
+                if rate > 0:
+                    due = self._at + need / rate
+                    if due <= now:
+                        self._at = due
+                        return due
+                    need -= rate * (now - self._at)
+                self._at = now
+                self._sleep(min(need / rate, self.POLL_S) if rate > 0 else self.POLL_S)
 
 
 SHAPES = ("ramp", "step", "spike", "soak")

@@ -202,19 +202,28 @@ def test_pacer_arrivals_are_poisson_at_the_rate():
     assert ks < 1.63 / math.sqrt(gaps.size)
 
 
-def test_pacer_follows_rate_changes_and_pauses_at_zero():
+def test_pacer_follows_a_rate_that_moves_while_users_wait():
+    """A schedule like a load shape's: 2/s, then 20/s, paused, 10/s; changes land at any time,
+    also many times within one poll (the rate is set again every 13 ms here)."""
     clock = VirtualClock()
-    pacer = PoissonPacer(rate=2.0, seed=2, clock=clock, sleep=clock.sleep)
-    first = [pacer.wait() for _ in range(2000)]
-    pacer.rate = 20.0
-    second = [pacer.wait() for _ in range(2000)]
-    assert 2000 / (first[-1] - first[0]) == pytest.approx(2.0, rel=0.1)
-    assert 2000 / (second[-1] - second[0]) == pytest.approx(20.0, rel=0.1)
-    pacer.rate = 0.0
-    paused = clock.now
-    clock.sleep(5.0)  # time passes with no arrivals; the process restarts from now
-    pacer.rate = 10.0
-    assert pacer.wait() >= paused + 5.0
+    schedule = [(0, 2.0), (1000, 20.0), (1100, 0.0), (1105, 10.0)]
+
+    def sleep(seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            clock.now = min(end, clock.now + 0.013)
+            pacer.rate = [rate for start, rate in schedule if start <= clock.now][-1]
+
+    pacer = PoissonPacer(rate=2.0, seed=2, clock=clock, sleep=sleep)
+    arrivals = np.array([pacer.wait() for _ in range(5000)])
+
+    def rate(start: float, end: float) -> float:
+        return np.count_nonzero((arrivals >= start) & (arrivals < end)) / (end - start)
+
+    assert rate(0, 1000) == pytest.approx(2.0, rel=0.1)
+    assert rate(1000, 1100) == pytest.approx(20.0, rel=0.1)
+    assert rate(1100, 1105) == 0
+    assert rate(1105, arrivals[-1]) == pytest.approx(10.0, rel=0.1)
 
 
 def _gevent_users(pacer: PoissonPacer, users: int, seconds: float) -> list[float]:
