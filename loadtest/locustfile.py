@@ -186,6 +186,7 @@ def _stop(environment: Environment, **_: Any) -> None:
     if run is None:
         return
     environment.chat_timeline.kill()
+    environment.chat_run = None  # the web UI may start another test in this process
     summary = run.finish()
     verdict = summary["slo"]
     environment.chat_verdict = verdict
