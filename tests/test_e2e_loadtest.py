@@ -71,7 +71,7 @@ def test_smoke_run_against_the_cpu_app(stack, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     ok = [s for s in samples if s["ok"]]
     assert summary["failed"] == 0 and summary["slo"]["passed"] is True
-    assert len(ok) == len(samples) == summary["completed"] >= 10
+    assert len(ok) == len(samples) == summary["completed"] >= 4  # answers run 100+ tokens
     assert sum(s["ttft_ms"] is not None for s in samples) == len(ok)
     assert all(s["output_tokens"] == sum(s["chunk_tokens"]) for s in ok)
     assert len({s["request_id"] for s in samples}) == len(samples)
