@@ -86,8 +86,11 @@ def test_smoke_run_against_the_cpu_app(stack, tmp_path):
         stats = {
             (row["Type"], row["Name"]): int(row["Request Count"]) for row in csv.DictReader(handle)
         }
-    ttft_rows = sum(count for (kind, _), count in stats.items() if kind == "TTFT")
-    assert ttft_rows == len(ok)
+    # (Locust rewrites its CSV each second, so it may miss the last second's requests.)
+    for (kind, name), count in stats.items():
+        if kind == "POST":
+            assert stats[("TTFT", name)] == count
+    assert 0 < sum(count for (kind, _), count in stats.items() if kind == "TTFT") <= len(ok)
     assert any(kind == "ITL" for kind, _ in stats) and any(kind == "TPOT" for kind, _ in stats)
     timeline = rows(tmp_path / "timeline.jsonl")
     assert len(timeline) >= 25 and timeline[-1]["users"] == 4
