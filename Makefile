@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean bench-prompt loadtest
+.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ clean:
 
 bench-prompt: devmodel
 	$(PY) -m benchmarks.prompt_costs
+
+# This project's stack vs vLLM's own server vs the bare engine, side by side (about 15 min).
+bench: devmodel
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m benchmarks.serving $(BENCH_ARGS)
 
 # Regenerate the RayService's serveConfigV2 files (k8s/base/serve-config.yaml and the
 # dev-cpu overlay's) from serve_config.yaml / serve_config.cpu.yaml.

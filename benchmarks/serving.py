@@ -1,0 +1,383 @@
+"""`make bench`: this project's full stack against vLLM's own OpenAI server and the bare
+engine, side by side, on the same CPU model and engine settings (`serve_config.cpu.yaml`).
+
+The two servers run at once and are measured in alternating order with the same client,
+vLLM's `bench serve` (openai-chat backend, random prompts of a fixed length, `ignore_eos`),
+at each concurrency; every round repeats the lot so drift on a shared machine shows. The bare
+engine (`AsyncLLM` in one process, token ids in, no HTTP) is the ceiling.
+
+    python -m benchmarks.serving [--concurrency 1 4 16] [--rounds 2] [--input-len 128] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from serve_app.config import load_serve_config
+from serve_app.devmodel import ensure_dev_model, resolve_source
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "serve_config.cpu.yaml"
+RESULTS = ROOT / "bench-results"
+TEMPLATE = ROOT / "serve_app" / "templates" / "qwen2_5.jinja"
+FIGURES = (
+    "request_throughput",
+    "output_throughput",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prompts_for(concurrency: int) -> int:
+    """Enough requests for steady state at each concurrency, few enough at 1."""
+    return max(16, 8 * concurrency)
+
+
+@contextmanager
+def process(
+    command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """A server in its own process group, ready when `ready_url` answers 200; always stopped."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{command[:4]} exited; see {log}")
+                try:
+                    if httpx.get(ready_url, timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(2)
+            else:
+                raise RuntimeError(f"{ready_url} not ready after 600 s; see {log}")
+            yield
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def our_stack(port: int, workdir: Path) -> tuple[list[str], str]:
+    """`serve run` of the CPU config, moved to a free port."""
+    document = yaml.safe_load(CONFIG.read_text())
+    document["http_options"] = {"host": "127.0.0.1", "port": port}
+    config = workdir / "serve_config.bench.yaml"
+    config.write_text(yaml.safe_dump(document))
+    serve = Path(sys.executable).parent / "serve"
+    return [str(serve), "run", str(config)], f"http://127.0.0.1:{port}/ready"
+
+
+def vllm_server(port: int, model_dir: Path) -> tuple[list[str], str, dict[str, str]]:
+    """vLLM's own OpenAI server with the engine settings of the CPU config's node group."""
+    _, config = load_serve_config(CONFIG)
+    group = config.node_groups[0]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.vllm_cli",
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--served-model-name",
+        config.model.id,
+        "--max-model-len",
+        str(config.model.max_model_len),
+        "--chat-template",
+        str(TEMPLATE),
+    ]
+    for key, value in group.engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif isinstance(value, dict):
+            command += [flag, json.dumps(value)]
+        else:
+            command += [flag, str(value)]
+    return command, f"http://127.0.0.1:{port}/health", dict(group.env)
+
+
+def bench_serve(
+    port: int, model_dir: Path, concurrency: int, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    """One `vllm bench serve` run; returns its result JSON."""
+    _, config = load_serve_config(CONFIG)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.vllm_cli",
+        "bench",
+        "serve",
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--endpoint",
+        "/v1/chat/completions",
+        "--model",
+        config.model.id,
+        "--tokenizer",
+        str(model_dir),
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--num-prompts",
+        str(prompts_for(concurrency)),
+        "--max-concurrency",
+        str(concurrency),
+        "--ignore-eos",
+        "--seed",
+        "0",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,99",
+        "--save-result",
+        "--result-dir",
+        str(out.parent),
+        "--result-filename",
+        out.name,
+        "--disable-tqdm",
+    ]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(out.read_text())
+
+
+async def _bare(
+    concurrency_levels: list[int], input_len: int, output_len: int
+) -> list[dict[str, Any]]:
+    """The ceiling: the same engine in this process, token ids in, deltas out."""
+    import random
+
+    from vllm import SamplingParams
+    from vllm.inputs.engine import tokens_input
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from serve_app.engine import engine_args_for
+
+    _, config = load_serve_config(CONFIG)
+    group = config.node_groups[0]
+    os.environ.update(group.env)
+    engine = AsyncLLM.from_engine_args(
+        engine_args_for(config.model, resolve_source(config.model.source), group)
+    )
+    rng = random.Random(0)
+    params = SamplingParams(
+        max_tokens=output_len, ignore_eos=True, output_kind=RequestOutputKind.DELTA
+    )
+    results = []
+    try:
+        for concurrency in concurrency_levels:
+            gate = asyncio.Semaphore(concurrency)
+            prompts = [
+                [rng.randrange(1000, 100000) for _ in range(input_len)]
+                for _ in range(prompts_for(concurrency))
+            ]
+            started = time.perf_counter()
+            samples = await asyncio.gather(
+                *(_timed(engine, tokens_input(prompt), params, gate) for prompt in prompts)
+            )
+            duration = time.perf_counter() - started
+            ttfts = sorted(s[0] * 1000 for s in samples)
+            tpots = sorted((s[1] - s[0]) * 1000 / (s[2] - 1) for s in samples)
+            results.append(
+                {
+                    "concurrency": concurrency,
+                    "request_throughput": len(samples) / duration,
+                    "output_throughput": sum(s[2] for s in samples) / duration,
+                    "median_ttft_ms": statistics.median(ttfts),
+                    "p99_ttft_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+                    "median_tpot_ms": statistics.median(tpots),
+                    "p99_tpot_ms": tpots[min(len(tpots) - 1, int(0.99 * len(tpots)))],
+                }
+            )
+    finally:
+        engine.shutdown()
+    return results
+
+
+async def _timed(
+    engine: Any, prompt: Any, params: Any, gate: asyncio.Semaphore
+) -> tuple[float, float, int]:
+    """(TTFT s, E2E s, output tokens) of one request, once the concurrency gate lets it in."""
+    import uuid
+
+    async with gate:
+        start = time.perf_counter()
+        first, tokens = 0.0, 0
+        async for output in engine.generate(prompt, params, uuid.uuid4().hex):
+            tokens += len(output.outputs[0].token_ids)
+            if not first and tokens:
+                first = time.perf_counter()
+        return first - start, time.perf_counter() - start, tokens
+
+
+def bare_engine(concurrency: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run `_bare` in a fresh process (the engine's workers need a clean parent)."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.serving",
+        "--bare-only",
+        "--input-len",
+        str(args.input_len),
+        "--output-len",
+        str(args.output_len),
+        "--concurrency",
+        *map(str, concurrency),
+    ]
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Medians over rounds per system and concurrency, and the ratios the targets are about."""
+
+    def median(system: str, concurrency: int, key: str) -> float:
+        return statistics.median(
+            r[key] for r in rows if r["system"] == system and r["concurrency"] == concurrency
+        )
+
+    lines = [
+        "| concurrency | system | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for concurrency in sorted({r["concurrency"] for r in rows}):
+        for system in ("stack", "vllm", "bare"):
+            values = [median(system, concurrency, key) for key in FIGURES]
+            lines.append(
+                f"| {concurrency} | {system} | "
+                + " | ".join(f"{v:.2f}" if i < 2 else f"{v:.1f}" for i, v in enumerate(values))
+                + " |"
+            )
+        ours = {key: median("stack", concurrency, key) for key in FIGURES}
+        theirs = {key: median("vllm", concurrency, key) for key in FIGURES}
+        bare = {key: median("bare", concurrency, key) for key in FIGURES}
+        lines.append(
+            f"| {concurrency} | **stack / vllm** | **{ours['request_throughput'] / theirs['request_throughput']:.3f}x** | "
+            f"{ours['output_throughput'] / theirs['output_throughput']:.3f}x | "
+            f"**{ours['median_ttft_ms'] - theirs['median_ttft_ms']:+.1f} ms** | "
+            f"{ours['p99_ttft_ms'] - theirs['p99_ttft_ms']:+.1f} ms | "
+            f"**{ours['median_tpot_ms'] / theirs['median_tpot_ms']:.3f}x** | "
+            f"{ours['p99_tpot_ms'] / theirs['p99_tpot_ms']:.3f}x |"
+        )
+        lines.append(
+            f"| {concurrency} | stack / bare | {ours['request_throughput'] / bare['request_throughput']:.3f}x | "
+            f"{ours['output_throughput'] / bare['output_throughput']:.3f}x | "
+            f"{ours['median_ttft_ms'] - bare['median_ttft_ms']:+.1f} ms | "
+            f"{ours['p99_ttft_ms'] - bare['p99_ttft_ms']:+.1f} ms | "
+            f"{ours['median_tpot_ms'] / bare['median_tpot_ms']:.3f}x | "
+            f"{ours['p99_tpot_ms'] / bare['p99_tpot_ms']:.3f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--input-len", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_only:
+        print(json.dumps(asyncio.run(_bare(args.concurrency, args.input_len, args.output_len))))
+        return
+
+    model_dir = ensure_dev_model()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = RESULTS / f"serving-{stamp}"
+    run_dir.mkdir(parents=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        stack_port, vllm_port = free_port(), free_port()
+        stack_cmd, stack_ready = our_stack(stack_port, Path(tmp))
+        vllm_cmd, vllm_ready, vllm_env = vllm_server(vllm_port, model_dir)
+        print(
+            f"==> starting this project's stack and vLLM's server (logs in {run_dir})", flush=True
+        )
+        with (
+            process(stack_cmd, stack_ready, run_dir / "stack.log"),
+            process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env),
+        ):
+            for round_ in range(args.rounds):
+                for concurrency in args.concurrency:
+                    order = [("stack", stack_port), ("vllm", vllm_port)]
+                    if (round_ + concurrency) % 2:
+                        order.reverse()  # alternate who goes first
+                    for system, port in order:
+                        out = run_dir / f"{system}-c{concurrency}-r{round_}.json"
+                        result = bench_serve(port, model_dir, concurrency, args, out)
+                        rows.append(
+                            {
+                                "system": system,
+                                "concurrency": concurrency,
+                                "round": round_,
+                                **{key: result[key] for key in FIGURES},
+                            }
+                        )
+                        print(
+                            f"round {round_} c={concurrency} {system}: "
+                            f"{result['request_throughput']:.2f} req/s, TTFT p50 {result['median_ttft_ms']:.1f} ms, "
+                            f"TPOT p50 {result['median_tpot_ms']:.1f} ms",
+                            flush=True,
+                        )
+    print("==> the bare engine (AsyncLLM in one process)", flush=True)
+    for round_ in range(args.rounds):
+        for result in bare_engine(args.concurrency, args):
+            rows.append({"system": "bare", "round": round_, **result})
+    text = table(rows)
+    (run_dir / "table.md").write_text(text + "\n")
+    (run_dir / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(text)
+    print(f"==> {run_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
