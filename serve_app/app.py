@@ -24,14 +24,6 @@ from serve_app.router import Router
 # bundle, so the bundle lands on (and the autoscaler scales) that node group only.
 ACCELERATOR_RESOURCE_AMOUNT = 0.001
 
-# Ray Serve's throughput settings: run our (fully async) code on the replica's own event loop,
-# and the handle's request router there too, instead of hopping to a second loop thread for
-# every request and every streamed chunk. A node group's `env` may set them back to "1".
-SERVE_SAME_LOOP_ENV = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-}
-
 
 def placement_bundles(group: NodeGroupConfig) -> list[dict[str, float]]:
     """One GPU bundle per tensor-parallel rank; the replica actor's CPUs join the first."""
@@ -52,7 +44,7 @@ def engine_deployment_options(group: NodeGroupConfig) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": group.graceful_shutdown_timeout_s,
         "ray_actor_options": {
             "num_cpus": group.num_cpus,
-            "runtime_env": {"env_vars": {**SERVE_SAME_LOOP_ENV, **group.env}},
+            "runtime_env": {"env_vars": group.env},
         },
     }
     if group.uses_gpus:
@@ -74,10 +66,7 @@ def build_graph(config: AppConfig) -> Application:
         name="router",
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
-        ray_actor_options={
-            "num_cpus": config.router.num_cpus,
-            "runtime_env": {"env_vars": SERVE_SAME_LOOP_ENV},
-        },
+        ray_actor_options={"num_cpus": config.router.num_cpus},
     )
     return router.bind(config, engines)
 

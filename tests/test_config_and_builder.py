@@ -105,15 +105,7 @@ def test_cpu_group_has_no_placement_group_and_carries_its_env():
     _, config = load_serve_config(CPU_CONFIG)
     options = engine_deployment_options(config.node_groups[0])
     assert "placement_group_bundles" not in options
-    env = options["ray_actor_options"]["runtime_env"]["env_vars"]
-    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    # Serve's same-loop throughput settings, unless the group's env says otherwise.
-    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
-    group = config.node_groups[0].model_copy(
-        update={"env": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}}
-    )
-    env = engine_deployment_options(group)["ray_actor_options"]["runtime_env"]["env_vars"]
-    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "1"
+    assert options["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
 def test_group_options_carry_autoscaling_and_limits():
