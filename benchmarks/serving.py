@@ -202,12 +202,17 @@ async def _bare(
     _, config = load_serve_config(CONFIG)
     group = config.node_groups[0]
     os.environ.update(group.env)
-    engine = AsyncLLM.from_engine_args(
-        engine_args_for(config.model, resolve_source(config.model.source), group)
-    )
+    vllm_config = engine_args_for(
+        config.model, resolve_source(config.model.source), group
+    ).create_engine_config()
+    engine = AsyncLLM.from_vllm_config(vllm_config)
     rng = random.Random(0)
+    # The model's generation_config.json defaults, as both servers apply them (Qwen2.5: top-k,
+    # top-p, repetition penalty): sampling over the 152k vocabulary is most of a step here.
+    defaults = vllm_config.model_config.get_diff_sampling_param()
+    defaults.pop("max_tokens", None)
     params = SamplingParams(
-        max_tokens=output_len, ignore_eos=True, output_kind=RequestOutputKind.DELTA
+        **defaults, max_tokens=output_len, ignore_eos=True, output_kind=RequestOutputKind.DELTA
     )
     results = []
     try:
