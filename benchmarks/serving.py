@@ -300,25 +300,25 @@ def table(rows: list[dict[str, Any]]) -> str:
                 + " |"
             )
         ours = {key: median("stack", concurrency, key) for key in FIGURES}
-        theirs = {key: median("vllm", concurrency, key) for key in FIGURES}
-        bare = {key: median("bare", concurrency, key) for key in FIGURES}
-        lines.append(
-            f"| {concurrency} | **stack / vllm** | **{ours['request_throughput'] / theirs['request_throughput']:.3f}x** | "
-            f"{ours['output_throughput'] / theirs['output_throughput']:.3f}x | "
-            f"**{ours['median_ttft_ms'] - theirs['median_ttft_ms']:+.1f} ms** | "
-            f"{ours['p99_ttft_ms'] - theirs['p99_ttft_ms']:+.1f} ms | "
-            f"**{ours['median_tpot_ms'] / theirs['median_tpot_ms']:.3f}x** | "
-            f"{ours['p99_tpot_ms'] / theirs['p99_tpot_ms']:.3f}x |"
-        )
-        lines.append(
-            f"| {concurrency} | stack / bare | {ours['request_throughput'] / bare['request_throughput']:.3f}x | "
-            f"{ours['output_throughput'] / bare['output_throughput']:.3f}x | "
-            f"{ours['median_ttft_ms'] - bare['median_ttft_ms']:+.1f} ms | "
-            f"{ours['p99_ttft_ms'] - bare['p99_ttft_ms']:+.1f} ms | "
-            f"{ours['median_tpot_ms'] / bare['median_tpot_ms']:.3f}x | "
-            f"{ours['p99_tpot_ms'] / bare['p99_tpot_ms']:.3f}x |"
-        )
+        for other, bold in (("vllm", "**"), ("bare", "")):
+            theirs = {key: median(other, concurrency, key) for key in FIGURES}
+            lines.append(
+                f"| {concurrency} | {bold}stack / {other}{bold} | " + _ratios(ours, theirs, bold)
+            )
     return "\n".join(lines)
+
+
+def _ratios(ours: dict[str, float], theirs: dict[str, float], bold: str) -> str:
+    """Throughputs and TPOT as ratios, TTFT as a difference; the target columns in `bold`."""
+    cells = [
+        f"{bold}{ours['request_throughput'] / theirs['request_throughput']:.3f}x{bold}",
+        f"{ours['output_throughput'] / theirs['output_throughput']:.3f}x",
+        f"{bold}{ours['median_ttft_ms'] - theirs['median_ttft_ms']:+.1f} ms{bold}",
+        f"{ours['p99_ttft_ms'] - theirs['p99_ttft_ms']:+.1f} ms",
+        f"{bold}{ours['median_tpot_ms'] / theirs['median_tpot_ms']:.3f}x{bold}",
+        f"{ours['p99_tpot_ms'] / theirs['p99_tpot_ms']:.3f}x",
+    ]
+    return " | ".join(cells) + " |"
 
 
 def main() -> None:

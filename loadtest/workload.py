@@ -93,18 +93,23 @@ class Workload(_Strict):
             path = WORKLOADS / f"{name_or_path}.yaml"
         return cls.model_validate(yaml.safe_load(path.read_text()))
 
+    @cached_property
+    def common_fields(self) -> dict[str, Any]:
+        """What every request carries, built once: streaming with usage, and the extensions."""
+        stream_options = {"include_usage": True}
+        if self.continuous_usage_stats:
+            stream_options["continuous_usage_stats"] = True
+        fields = {**self.extra_body, "stream": True, "stream_options": stream_options}
+        if self.ignore_eos:
+            fields["ignore_eos"] = True
+        return fields
+
     def start(self, rng: random.Random, bank: PromptBank) -> Conversation:
         """A new conversation of a kind drawn by weight (one request, or several turns)."""
         names = list(self.kinds)
         kind = rng.choices(names, weights=[self.kinds[n].weight for n in names])[0]
         config = self.kinds[kind]
-        extra: dict[str, Any] = dict(self.extra_body)
-        if self.ignore_eos:
-            extra["ignore_eos"] = True
-        stream_options = {"include_usage": True}
-        if self.continuous_usage_stats:
-            stream_options["continuous_usage_stats"] = True
-        extra.update(stream=True, stream_options=stream_options)
+        extra = dict(self.common_fields)
         turns: list[str] = []
         if kind == "multi_turn":
             turns = list(rng.choice(bank.conversations))

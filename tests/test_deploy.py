@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from serve_app import deploy
+from tests.fake_clock import FakeClock
 
 from .conftest import ROOT, free_port
 from .test_k8s import crds_dir, strict
@@ -153,17 +154,6 @@ def test_stale_status_is_not_settled() -> None:
     summary = deploy.summarize(service, clusters)
     assert summary.is_ready and not summary.settled
     assert "status is for generation 3, spec is at 4" in deploy.headline(summary)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_wait_until_settled(capsys: pytest.CaptureFixture[str]) -> None:
