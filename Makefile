@@ -35,7 +35,7 @@ serve: devmodel
 	@$(PY) -m serve_app.config $(CONFIG)
 	@echo "==> starting Ray and serving $(CONFIG); loading the engine takes about a minute."
 	@echo "    Wait for 'ready' in the log, then send a first request (see README)."
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/serve run $(CONFIG)
+	PATH="$(abspath $(VENV))/bin:$$PATH" env $$($(PY) -m serve_app.serve_env) $(VENV)/bin/serve run $(CONFIG)
 
 test: devmodel
 	@echo "==> lint"

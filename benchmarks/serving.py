@@ -33,6 +33,7 @@ import yaml
 
 from serve_app.config import load_serve_config
 from serve_app.devmodel import ensure_dev_model, resolve_source
+from serve_app.serve_env import SERVE_ENV, isolated_haproxy_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_config.cpu.yaml"
@@ -95,14 +96,20 @@ def process(
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def our_stack(port: int, workdir: Path) -> tuple[list[str], str]:
-    """`serve run` of the CPU config, moved to a free port."""
+def our_stack(
+    port: int, workdir: Path, variant: dict[str, str]
+) -> tuple[list[str], str, dict[str, str]]:
+    """`serve run` of the CPU config, moved to a free port, with the project's Serve settings
+    (serve_app.serve_env) and a variant's changes to them."""
     document = yaml.safe_load(CONFIG.read_text())
     document["http_options"] = {"host": "127.0.0.1", "port": port}
     config = workdir / "serve_config.bench.yaml"
     config.write_text(yaml.safe_dump(document))
     serve = Path(sys.executable).parent / "serve"
-    return [str(serve), "run", str(config)], f"http://127.0.0.1:{port}/ready"
+    haproxy = workdir / "haproxy"
+    haproxy.mkdir(exist_ok=True)
+    env = SERVE_ENV | isolated_haproxy_env(haproxy, free_port(), free_port()) | variant
+    return [str(serve), "run", str(config)], f"http://127.0.0.1:{port}/ready", env
 
 
 def vllm_server(port: int, model_dir: Path) -> tuple[list[str], str, dict[str, str]]:
@@ -138,9 +145,10 @@ def vllm_server(port: int, model_dir: Path) -> tuple[list[str], str, dict[str, s
 
 
 def bench_serve(
-    port: int, model_dir: Path, concurrency: int, args: argparse.Namespace, out: Path
+    port: int, model_dir: Path, concurrency: int, seed: int, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
-    """One `vllm bench serve` run; returns its result JSON."""
+    """One `vllm bench serve` run; returns its result JSON. Each pair of runs gets prompts of
+    its own `seed`: repeated prompts would hit the prefix cache of the server that stays up."""
     _, config = load_serve_config(CONFIG)
     command = [
         sys.executable,
@@ -170,7 +178,7 @@ def bench_serve(
         str(concurrency),
         "--ignore-eos",
         "--seed",
-        "0",
+        str(seed),
         "--percentile-metrics",
         "ttft,tpot,itl,e2el",
         "--metric-percentiles",
@@ -279,7 +287,13 @@ def bare_engine(concurrency: list[int], args: argparse.Namespace) -> list[dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def stack_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE,KEY=VALUE` -> ("stack-NAME", {KEY: VALUE, ...})."""
+    name, _, pairs = spec.partition(":")
+    return f"stack-{name}", dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+
+
+def table(rows: list[dict[str, Any]], stacks: list[str]) -> str:
     """Medians over rounds per system and concurrency, and the ratios the targets are about."""
 
     def median(system: str, concurrency: int, key: str) -> float:
@@ -292,19 +306,21 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for concurrency in sorted({r["concurrency"] for r in rows}):
-        for system in ("stack", "vllm", "bare"):
+        for system in (*stacks, "vllm", "bare"):
             values = [median(system, concurrency, key) for key in FIGURES]
             lines.append(
                 f"| {concurrency} | {system} | "
                 + " | ".join(f"{v:.2f}" if i < 2 else f"{v:.1f}" for i, v in enumerate(values))
                 + " |"
             )
-        ours = {key: median("stack", concurrency, key) for key in FIGURES}
-        for other, bold in (("vllm", "**"), ("bare", "")):
-            theirs = {key: median(other, concurrency, key) for key in FIGURES}
-            lines.append(
-                f"| {concurrency} | {bold}stack / {other}{bold} | " + _ratios(ours, theirs, bold)
-            )
+        for stack in stacks:
+            ours = {key: median(stack, concurrency, key) for key in FIGURES}
+            for other, bold in (("vllm", "**"), ("bare", "")):
+                theirs = {key: median(other, concurrency, key) for key in FIGURES}
+                lines.append(
+                    f"| {concurrency} | {bold}{stack} / {other}{bold} | "
+                    + _ratios(ours, theirs, bold)
+                )
     return "\n".join(lines)
 
 
@@ -329,6 +345,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument(
+        "--stack-variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also measure the stack with these changes to its environment (serve_app.serve_env)",
+    )
     parser.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_only:
@@ -339,45 +362,48 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = RESULTS / f"serving-{stamp}"
     run_dir.mkdir(parents=True)
+    stacks = {"stack": {}} | dict(map(stack_variant, args.stack_variant))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        stack_port, vllm_port = free_port(), free_port()
-        stack_cmd, stack_ready = our_stack(stack_port, Path(tmp))
+        vllm_port = free_port()
         vllm_cmd, vllm_ready, vllm_env = vllm_server(vllm_port, model_dir)
-        print(
-            f"==> starting this project's stack and vLLM's server (logs in {run_dir})", flush=True
-        )
-        with (
-            process(stack_cmd, stack_ready, run_dir / "stack.log"),
-            process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env),
-        ):
+        print(f"==> starting vLLM's server (logs in {run_dir})", flush=True)
+        with process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env):
             for round_ in range(args.rounds):
-                for concurrency in args.concurrency:
-                    order = [("stack", stack_port), ("vllm", vllm_port)]
-                    if (round_ + concurrency) % 2:
-                        order.reverse()  # alternate who goes first
-                    for system, port in order:
-                        out = run_dir / f"{system}-c{concurrency}-r{round_}.json"
-                        result = bench_serve(port, model_dir, concurrency, args, out)
-                        rows.append(
-                            {
-                                "system": system,
-                                "concurrency": concurrency,
-                                "round": round_,
-                                **{key: result[key] for key in FIGURES},
-                            }
-                        )
-                        print(
-                            f"round {round_} c={concurrency} {system}: "
-                            f"{result['request_throughput']:.2f} req/s, TTFT p50 {result['median_ttft_ms']:.1f} ms, "
-                            f"TPOT p50 {result['median_tpot_ms']:.1f} ms",
-                            flush=True,
-                        )
+                for index, (name, env) in enumerate(stacks.items()):
+                    stack_port = free_port()
+                    stack_cmd, stack_ready, stack_env = our_stack(stack_port, Path(tmp), env)
+                    print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
+                    log = run_dir / f"{name}-r{round_}.log"
+                    with process(stack_cmd, stack_ready, log, stack_env):
+                        for concurrency in args.concurrency:
+                            order = [(name, stack_port), ("vllm", vllm_port)]
+                            if (round_ + concurrency) % 2:
+                                order.reverse()  # alternate who goes first
+                            seed = (round_ * len(stacks) + index) * 1000 + concurrency
+                            for system, port in order:
+                                out = run_dir / f"{system}-c{concurrency}-r{round_}-{name}.json"
+                                result = bench_serve(port, model_dir, concurrency, seed, args, out)
+                                rows.append(
+                                    {
+                                        "system": system,
+                                        "concurrency": concurrency,
+                                        "round": round_,
+                                        **{key: result[key] for key in FIGURES},
+                                    }
+                                )
+                                print(
+                                    f"round {round_} c={concurrency} {system}: "
+                                    f"{result['request_throughput']:.2f} req/s, "
+                                    f"TTFT p50 {result['median_ttft_ms']:.1f} ms, "
+                                    f"TPOT p50 {result['median_tpot_ms']:.1f} ms",
+                                    flush=True,
+                                )
     print("==> the bare engine (AsyncLLM in one process)", flush=True)
     for round_ in range(args.rounds):
         for result in bare_engine(args.concurrency, args):
             rows.append({"system": "bare", "round": round_, **result})
-    text = table(rows)
+    text = table(rows, list(stacks))
     (run_dir / "table.md").write_text(text + "\n")
     (run_dir / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print(text)
