@@ -194,6 +194,39 @@ def bench_serve(
     return json.loads(out.read_text())
 
 
+def locust_run(port: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The Locust suite (loadtest/) as the second client: Poisson arrivals at
+    `--locust-rate` (at most `--locust-users` in flight) of everyday questions with 64-token
+    answers; returns its summary.json (vLLM's key names). Open loop on purpose: closed-loop
+    users that all start together finish in waves, and a run then counts whole waves."""
+    command = [
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        "loadtest/locustfile.py",
+        "--headless",
+        "--host",
+        f"http://127.0.0.1:{port}",
+        "-u",
+        str(args.locust_users),
+        "-r",
+        str(args.locust_users),
+        "-t",
+        f"{args.locust_seconds}s",
+        "--request-rate",
+        str(args.locust_rate),
+        "--workload",
+        "bench-short-chat",
+        "--run-dir",
+        str(out),
+        "--only-summary",
+    ]
+    done = subprocess.run(command, cwd=ROOT, check=False, capture_output=True, text=True)
+    summary = out / "summary.json"
+    if not summary.is_file():
+        raise RuntimeError(f"locust wrote no summary (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(summary.read_text())
+
+
 async def _bare(
     concurrency_levels: list[int], input_len: int, output_len: int
 ) -> list[dict[str, Any]]:
@@ -293,8 +326,29 @@ def stack_variant(spec: str) -> tuple[str, dict[str, str]]:
     return f"stack-{name}", dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
 
 
-def table(rows: list[dict[str, Any]], stacks: list[str]) -> str:
-    """Medians over rounds per system and concurrency, and the ratios the targets are about."""
+def row(
+    client: str, system: str, concurrency: int, round_: int, result: dict[str, Any]
+) -> dict[str, Any]:
+    """One measured run: the figures of the table, printed as they come."""
+    print(
+        f"round {round_} {client} c={concurrency} {system}: "
+        f"{result['request_throughput']:.2f} req/s, TTFT p50 {result['median_ttft_ms']:.1f} ms, "
+        f"TPOT p50 {result['median_tpot_ms']:.1f} ms, failed {result.get('failed', 0)}",
+        flush=True,
+    )
+    return {
+        "client": client,
+        "system": system,
+        "concurrency": concurrency,
+        "round": round_,
+        "failed": result.get("failed", 0),
+        **{key: result[key] for key in FIGURES},
+    }
+
+
+def table(rows: list[dict[str, Any]], stacks: list[str], others: tuple[str, ...]) -> str:
+    """Medians over rounds per system and concurrency, and the ratios the targets are about
+    (to vLLM's server in bold; to the bare engine when it was measured)."""
 
     def median(system: str, concurrency: int, key: str) -> float:
         return statistics.median(
@@ -306,7 +360,7 @@ def table(rows: list[dict[str, Any]], stacks: list[str]) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for concurrency in sorted({r["concurrency"] for r in rows}):
-        for system in (*stacks, "vllm", "bare"):
+        for system in (*stacks, *others):
             values = [median(system, concurrency, key) for key in FIGURES]
             lines.append(
                 f"| {concurrency} | {system} | "
@@ -315,7 +369,8 @@ def table(rows: list[dict[str, Any]], stacks: list[str]) -> str:
             )
         for stack in stacks:
             ours = {key: median(stack, concurrency, key) for key in FIGURES}
-            for other, bold in (("vllm", "**"), ("bare", "")):
+            for other in others:
+                bold = "**" if other == "vllm" else ""
                 theirs = {key: median(other, concurrency, key) for key in FIGURES}
                 lines.append(
                     f"| {concurrency} | {bold}{stack} / {other}{bold} | "
@@ -352,6 +407,15 @@ def main() -> None:
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
         help="also measure the stack with these changes to its environment (serve_app.serve_env)",
     )
+    parser.add_argument(
+        "--locust-users", type=int, default=16, help="most requests in flight in the Locust pass"
+    )
+    parser.add_argument(
+        "--locust-rate", type=float, default=0.5, help="Locust's Poisson arrivals, requests/s"
+    )
+    parser.add_argument(
+        "--locust-seconds", type=int, default=180, help="length of each Locust run; 0: none"
+    )
     parser.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_only:
@@ -376,34 +440,37 @@ def main() -> None:
                     print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
                     log = run_dir / f"{name}-r{round_}.log"
                     with process(stack_cmd, stack_ready, log, stack_env):
+                        pair = {name: stack_port, "vllm": vllm_port}
                         for concurrency in args.concurrency:
-                            order = [(name, stack_port), ("vllm", vllm_port)]
-                            if (round_ + concurrency) % 2:
-                                order.reverse()  # alternate who goes first
+                            # Alternate who goes first; both get the same fresh prompts.
+                            first = (round_ + concurrency) % 2
                             seed = (round_ * len(stacks) + index) * 1000 + concurrency
-                            for system, port in order:
+                            for system, port in list(pair.items())[:: 1 - 2 * first]:
                                 out = run_dir / f"{system}-c{concurrency}-r{round_}-{name}.json"
                                 result = bench_serve(port, model_dir, concurrency, seed, args, out)
+                                rows.append(row("bench serve", system, concurrency, round_, result))
+                        if args.locust_seconds and not env:
+                            for system, port in list(pair.items())[:: 1 - 2 * (round_ % 2)]:
+                                out = run_dir / f"locust-{system}-r{round_}"
+                                summary = locust_run(port, args, out)
                                 rows.append(
-                                    {
-                                        "system": system,
-                                        "concurrency": concurrency,
-                                        "round": round_,
-                                        **{key: result[key] for key in FIGURES},
-                                    }
-                                )
-                                print(
-                                    f"round {round_} c={concurrency} {system}: "
-                                    f"{result['request_throughput']:.2f} req/s, "
-                                    f"TTFT p50 {result['median_ttft_ms']:.1f} ms, "
-                                    f"TPOT p50 {result['median_tpot_ms']:.1f} ms",
-                                    flush=True,
+                                    row("locust", system, args.locust_users, round_, summary)
                                 )
     print("==> the bare engine (AsyncLLM in one process)", flush=True)
     for round_ in range(args.rounds):
         for result in bare_engine(args.concurrency, args):
-            rows.append({"system": "bare", "round": round_, **result})
-    text = table(rows, list(stacks))
+            rows.append(row("bench serve", "bare", result["concurrency"], round_, result))
+    served = [r for r in rows if r["client"] == "bench serve"]
+    text = f"vLLM `bench serve` (random {args.input_len} in / {args.output_len} out):\n\n" + table(
+        served, list(stacks), ("vllm", "bare")
+    )
+    if args.locust_seconds:
+        by_locust = [r for r in rows if r["client"] == "locust"]
+        text += (
+            f"\n\nLocust (loadtest/, bench-short-chat, Poisson {args.locust_rate} req/s, at "
+            f"most {args.locust_users} in flight, {args.locust_seconds} s per run):\n\n"
+            + table(by_locust, ["stack"], ("vllm",))
+        )
     (run_dir / "table.md").write_text(text + "\n")
     (run_dir / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print(text)

@@ -24,6 +24,7 @@ import yaml
 from serve_app import kube
 from serve_app.app import placement_bundles
 from serve_app.config import AppConfig, parse_app_config
+from serve_app.serve_env import SERVE_ENV
 
 from .conftest import ROOT
 
@@ -350,6 +351,18 @@ def test_cluster_settings_for_72b_serving(overlay: str) -> None:
         assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", name
         assert name in pdb_groups, f"worker group {name} has no PodDisruptionBudget"
         assert group["minReplicas"] <= group["maxReplicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ray_pod_runs_serve_in_the_measured_mode(overlay: str) -> None:
+    """Serve reads its throughput settings when each Ray process starts: a pod without them
+    would run the slower default path (or, head without HAProxy, a mixed cluster)."""
+    cluster = rayservice(overlay)["spec"]["rayClusterConfig"]
+    groups = {"head": cluster["headGroupSpec"]} | worker_groups(rayservice(overlay))
+    for name, group in groups.items():
+        container = group["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert {key: env.get(key) for key in SERVE_ENV} == SERVE_ENV, name
 
 
 def test_production_overlays_serve_from_the_model_cache() -> None:
