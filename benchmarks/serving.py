@@ -96,6 +96,22 @@ def process(
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def warm_up(port: int) -> None:
+    """One short chat request before measuring: a fresh server's first request pays one-off
+    costs (connections between hops, first-call paths) that would land in the p99."""
+    _, config = load_serve_config(CONFIG)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json={
+            "model": config.model.id,
+            "messages": [{"role": "user", "content": "Hello!"}],
+            "max_tokens": 4,
+        },
+        timeout=120,
+    )
+    response.raise_for_status()
+
+
 def our_stack(
     port: int, workdir: Path, variant: dict[str, str]
 ) -> tuple[list[str], str, dict[str, str]]:
@@ -433,6 +449,7 @@ def main() -> None:
         vllm_cmd, vllm_ready, vllm_env = vllm_server(vllm_port, model_dir)
         print(f"==> starting vLLM's server (logs in {run_dir})", flush=True)
         with process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env):
+            warm_up(vllm_port)
             for round_ in range(args.rounds):
                 for index, (name, env) in enumerate(stacks.items()):
                     stack_port = free_port()
@@ -440,6 +457,7 @@ def main() -> None:
                     print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
                     log = run_dir / f"{name}-r{round_}.log"
                     with process(stack_cmd, stack_ready, log, stack_env):
+                        warm_up(stack_port)
                         pair = {name: stack_port, "vllm": vllm_port}
                         for concurrency in args.concurrency:
                             # Alternate who goes first; both get the same fresh prompts.
