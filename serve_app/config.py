@@ -84,6 +84,31 @@ class RouterConfig(Strict):
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(1024, ge=1)
     num_cpus: float = Field(0, ge=0)
+    request_timeout_s: float = Field(
+        900, gt=0, description="a request still unfinished after this is aborted: 504"
+    )
+
+
+class AccessConfig(Strict):
+    """Who may call the API (serve_app.access). Keys are SHA-256 digests in a YAML list, from
+    a file and/or an environment variable (a Kubernetes Secret), never in this config. With
+    no key configured, auth is off, and the router says so at start."""
+
+    keys_file: str | None = Field(None, description="YAML list of keys (id, sha256, quotas)")
+    keys_env: str = Field("ATHENE_API_KEYS", description="variable holding the same YAML list")
+
+
+class RequestLimits(Strict):
+    """What one request may ask for; past a limit the router answers 400 (413 for the body)
+    naming it."""
+
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
+    max_messages: int = Field(512, gt=0)
+    max_n: int = Field(8, gt=0)
+    max_tokens: int | None = Field(None, gt=0, description="cap on max_tokens; none: the context")
+    max_stop_sequences: int = Field(4, ge=0)
+    max_tools: int = Field(128, ge=0)
+    max_tools_bytes: int = Field(256 * 1024, gt=0, description="JSON size of all tool schemas")
 
 
 class NodeGroupConfig(Strict):
@@ -125,6 +150,8 @@ class AppConfig(Strict):
     model: ModelConfig
     prompt_policy: PromptPolicyConfig = PromptPolicyConfig()
     router: RouterConfig = RouterConfig()
+    access: AccessConfig = AccessConfig()
+    limits: RequestLimits = RequestLimits()
     node_groups: list[NodeGroupConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -315,10 +315,12 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = ErrorDetail(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return ErrorResponse(error=self.detail).model_dump()

@@ -21,9 +21,11 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.access import KeyRing, Quotas, RequireApiKey
 from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
 from serve_app.engine_api import EngineChunk, EngineRequest
+from serve_app.limits import BodySizeLimit, check_request, max_tokens_cap
 from serve_app.prompt.step_by_step import StepByStepPolicy
 from serve_app.prompt.template import ChatTemplate, to_template_messages
 from serve_app.protocol import (
@@ -39,14 +41,26 @@ from serve_app.sampling import plan_output, sampling_fields
 logger = logging.getLogger("ray.serve")
 
 POLICY_HEADER = "X-Prompt-Policy"
+RETRY_AFTER_S = 1  # what a 503 at capacity tells clients to wait (OpenAI's SDKs honour it)
 STATUS_REFRESH_S = 2.0
 
+# Probes stay open: Kubernetes and HAProxy call them without a key.
+OPEN_PATHS = frozenset({"/health", "/ready"})
+
 app = FastAPI(title="Athene-V2-Chat router", version="0.1.0")
+# Outermost first: the key is checked before the body is read, the body's size before parsing.
+# Both read their settings from app.state, which Router.__init__ fills from the config.
+app.add_middleware(BodySizeLimit)
+app.add_middleware(RequireApiKey, open_paths=OPEN_PATHS)
 
 
 @app.exception_handler(APIError)
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=_policy_headers(request))
+    return JSONResponse(
+        error.body(),
+        status_code=error.status,
+        headers={**_policy_headers(request), **error.headers},
+    )
 
 
 @app.exception_handler(RequestValidationError)
@@ -70,6 +84,27 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def _policy_headers(request: Request) -> dict[str, str]:
     return {POLICY_HEADER: getattr(request.state, "prompt_policy", "none")}
+
+
+async def _until(
+    deadline: float, limit_s: float, stream: AsyncIterator[EngineChunk]
+) -> AsyncIterator[EngineChunk]:
+    """The engine's chunks until the request's deadline (loop time); then 504, before the
+    answer started, or an error event mid-stream. Cancelling the wait cancels the engine call."""
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise APIError(
+                504,
+                f"the request took longer than router.request_timeout_s ({limit_s:g} s)",
+                type="server_error",
+                code="timeout",
+            ) from None
+        yield chunk
 
 
 async def _first_chunk(stream: AsyncIterator[EngineChunk]) -> EngineChunk:
@@ -132,19 +167,27 @@ class Router:
         )
         self.vocab_size = len(self.template.tokenizer)  # once: it is the same every request
         self.balancer = NodeGroupBalancer(config.node_groups, engines)
+        self.quotas = Quotas(replicas=config.router.num_replicas)
+        app.state.limits = config.limits
+        app.state.key_ring = KeyRing.load(config.access)
+        if app.state.key_ring.enabled:
+            logger.info("auth on: %d API keys", len(app.state.key_ring.keys))
+        else:
+            logger.warning("auth is OFF: no API keys configured, every caller is let in")
         self.started = int(time.time())
         self._status_task = asyncio.get_running_loop().create_task(self._watch_replicas())
 
     async def _watch_replicas(self) -> None:
         """Keeps the running-replica count of each group fresh, for routing and /ready."""
-        app_name = serve.get_replica_context().app_name
         announced = False
         while True:
             try:
                 status = await asyncio.to_thread(serve.status)
-                deployments = status.applications[app_name].deployments
-                for group in self.balancer.handles:
-                    states = deployments[group].replica_states if group in deployments else {}
+                for group, handle in self.balancer.handles.items():
+                    # The engine's own application: a router may front another app's engines.
+                    app_status = status.applications.get(handle.app_name)
+                    deployment = app_status and app_status.deployments.get(handle.deployment_name)
+                    states = deployment.replica_states if deployment else {}
                     self.balancer.running[group] = states.get("RUNNING", 0)
             except Exception:  # the controller may be restarting; keep the last view
                 logger.warning("could not read Serve status", exc_info=True)
@@ -198,11 +241,19 @@ class Router:
                 code="model_not_found",
             )
         body.check()
+        key = getattr(request.state, "api_key", None)
+        key_cap = key.max_tokens if key else None
+        check_request(body, self.config.limits, key_cap)
         self._check_token_ids(body)
+        self.quotas.charge(key, "requests", 1)
         if body.user:
             logger.info("chat request from user %r", body.user)
         messages = to_template_messages(body.messages)
-        decision = self.policy.decide(messages, body.step_by_step or _switch(x_step_by_step))
+        decision = self.policy.decide(
+            messages,
+            body.step_by_step or _switch(x_step_by_step),
+            key.step_by_step if key else None,
+        )
         if decision.applies:
             messages = self.policy.apply(messages)
         request.state.prompt_policy = "step-by-step" if decision.applies else "none"
@@ -212,17 +263,23 @@ class Router:
         prompt = self.template.render(messages, tools, body.chat_template_kwargs)
         prompt_ids = self.template.encode(prompt)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        max_tokens = self._max_tokens(
+            len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
+        )
+        self.quotas.charge(key, "tokens", len(prompt_ids) + max_tokens)
         engine_request = EngineRequest(
             request_id=request_id,
             prompt_token_ids=prompt_ids,
-            max_tokens=self._max_tokens(len(prompt_ids), body.requested_max_tokens),
+            max_tokens=max_tokens,
             stream=body.stream,
             sampling=sampling_fields(body),
             structured_outputs=structured_outputs,
         )
         # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
-        headers = _policy_headers(request)
-        stream = self._generate(engine_request)
+        headers = {**_policy_headers(request), **self.quotas.headers(key)}
+        limit_s = self.config.router.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + limit_s
+        stream = _until(deadline, limit_s, self._generate(engine_request))
         chunks = _chain(await _first_chunk(stream), stream)
         options = body.stream_options
         writer = ResponseWriter(
@@ -259,9 +316,12 @@ class Router:
                     param=param,
                 )
 
-    def _max_tokens(self, prompt_tokens: int, requested: int | None) -> int:
+    def _max_tokens(self, prompt_tokens: int, requested: int | None, cap: int | None) -> int:
+        """The request's max_tokens; by default the rest of the context, or the cap if lower."""
         limit = self.config.model.max_model_len
         max_tokens = requested if requested is not None else limit - prompt_tokens
+        if requested is None and cap is not None:
+            max_tokens = min(max_tokens, cap)
         if prompt_tokens + max(max_tokens, 1) > limit:
             asked = f" and requested {requested} output tokens" if requested is not None else ""
             raise APIError(
@@ -277,16 +337,22 @@ class Router:
     async def _generate(self, engine_request: EngineRequest) -> AsyncIterator[EngineChunk]:
         group = self.balancer.pick()
         self.balancer.in_flight[group] += 1
+        handle = self.balancer.handles[group].options(stream=True)
+        response = handle.generate.remote(engine_request)
+        finished = False
         try:
-            handle = self.balancer.handles[group].options(stream=True)
-            async for chunk in handle.generate.remote(engine_request):
+            async for chunk in response:
                 yield chunk
+            finished = True
         except BackPressureError:
             raise APIError(
                 503,
                 f"node group {group!r} is at capacity, retry shortly",
                 type="server_error",
                 code="overloaded",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
         finally:
             self.balancer.in_flight[group] -= 1
+            if not finished:  # stopped early (timeout, client gone): abort the engine request
+                response.cancel()

@@ -5,7 +5,8 @@ counting questions. The mode comes from config (`off`, `always`, `auto`) and can
 overridden per request: the body field `step_by_step` wins over the `X-Step-By-Step`
 header, which wins over config (`on` means `always`). In `auto` the last user turn is
 classified (serve_app.prompt.classifier) and the instruction is applied only to math,
-counting and multi-step reasoning questions.
+counting and multi-step reasoning questions. An API key may set its own default mode
+(serve_app.access), between the request's overrides and the config.
 
 The instruction joins the system turn: appended to the caller's system message, or to the
 template's default system prompt when the caller sent none, and never added twice.
@@ -33,8 +34,14 @@ class StepByStepPolicy:
         self.instruction = config.instruction
         self.default_system_prompt = default_system_prompt
 
-    def decide(self, messages: list[TemplateMessage], switch: str | None = None) -> Decision:
-        mode = SWITCH_TO_MODE[switch] if switch else self.mode
+    def decide(
+        self,
+        messages: list[TemplateMessage],
+        switch: str | None = None,
+        key_mode: str | None = None,
+    ) -> Decision:
+        """`switch` is the request's override, `key_mode` the API key's default mode."""
+        mode = SWITCH_TO_MODE[switch] if switch else key_mode or self.mode
         if mode != "auto":
             return Decision(mode == "always", mode)
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
