@@ -9,13 +9,14 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from serve_app.config import AppConfig, load_serve_config
+from serve_app.config import AppConfig, load_serve_config, parse_app_config
 from serve_app.devmodel import ensure_dev_model
 from serve_app.serve_env import SERVE_ENV, isolated_haproxy_env
 
@@ -48,6 +49,26 @@ class Stack:
 
     def engine_unfinished(self, group: str = "cpu") -> int:
         return self.engine_handle(group).num_unfinished_requests.remote().result()
+
+    @contextmanager
+    def router_app(self, name: str, engines: dict | None = None, **sections) -> Iterator[str]:
+        """A second router application at /`name`, its config the CPU one with `sections`
+        replaced, in front of this stack's engine (or of `engines`): new router settings
+        without loading another model. Yields its base URL; deleted afterwards."""
+        from ray import serve
+
+        from serve_app.router import Router
+
+        document, _ = load_serve_config(CPU_CONFIG)
+        config = parse_app_config({**document["applications"][0]["args"], **sections})
+        engines = engines or {"cpu": self.engine_handle("cpu")}
+        serve.run(
+            Router.options(name="router").bind(config, engines), name=name, route_prefix=f"/{name}"
+        )
+        try:
+            yield f"{self.base_url}/{name}"
+        finally:
+            serve.delete(name)
 
 
 @pytest.fixture(scope="session")

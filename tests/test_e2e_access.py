@@ -4,19 +4,14 @@ HAProxy, the real router and the real engine without loading another model."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import httpx
 import pytest
 import yaml
-from ray import serve
 
 from serve_app.access import digest
-from serve_app.config import load_serve_config, parse_app_config
-from serve_app.router import OPEN_PATHS, Router, app
-
-from .conftest import CPU_CONFIG
+from serve_app.router import OPEN_PATHS, app
 
 pytestmark = pytest.mark.e2e
 
@@ -49,18 +44,12 @@ def secure_url(stack, tmp_path_factory):
             ]
         )
     )
-    document, _ = load_serve_config(CPU_CONFIG)
-    args = copy.deepcopy(document["applications"][0]["args"])
-    args["access"] = {"keys_file": str(keys_file)}
-    args["limits"] = {"max_body_bytes": 64 * 1024, "max_messages": 8, "max_n": 2}
-    config = parse_app_config(args)
-    engine = serve.get_deployment_handle("cpu", app_name=stack.app_name)
-    router = Router.options(name="router").bind(config, {"cpu": engine})
-    serve.run(router, name=APP, route_prefix=f"/{APP}")
-    try:
-        yield f"{stack.base_url}/{APP}"
-    finally:
-        serve.delete(APP)
+    with stack.router_app(
+        APP,
+        access={"keys_file": str(keys_file)},
+        limits={"max_body_bytes": 64 * 1024, "max_messages": 8, "max_n": 2},
+    ) as url:
+        yield url
 
 
 def auth(name: str) -> dict[str, str]:
@@ -83,7 +72,9 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict:
 def test_every_route_but_the_probes_needs_a_key(secure_url):
     """Enumerates the router's routes, so a route added later cannot slip through open."""
     routes = [(route.path, sorted(route.methods - {"HEAD"})[0]) for route in app.routes]
-    assert {"/v1/chat/completions", "/v1/models", "/docs", "/openapi.json"} <= {p for p, _ in routes}
+    assert {"/v1/chat/completions", "/v1/models", "/docs", "/openapi.json"} <= {
+        p for p, _ in routes
+    }
     for path, method in routes:
         if path in OPEN_PATHS:
             continue

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from serve_app import kube
+from serve_app.access import ApiKey
 from serve_app.app import placement_bundles
 from serve_app.config import AppConfig, parse_app_config
 from serve_app.serve_env import SERVE_ENV
@@ -216,7 +217,10 @@ def test_example_secrets_validate_and_hold_no_values() -> None:
     }
     for doc in docs:
         validate_builtin(doc)
-        assert all(value.startswith("REPLACE_WITH_") for value in doc["stringData"].values())
+        assert all("REPLACE_WITH_" in value for value in doc["stringData"].values())
+    (keys,) = [d for d in docs if d["metadata"]["name"] == "athene-api-keys"]
+    entries = yaml.safe_load(keys["stringData"]["api-keys"])
+    assert all(entry.keys() <= ApiKey.model_fields.keys() for entry in entries)
 
 
 # ---- consistency between serve_config.yaml and the cluster ---------------------------------
