@@ -1,8 +1,10 @@
 """The router ingress: OpenAI chat API in front of the node groups' engine deployments.
 
-Per request: validate (protocol) -> decide and apply the step-by-step policy -> render the
-chat template and tokenize once -> check the context budget -> pick the least loaded node
-group -> stream the engine's deltas back as OpenAI chunks (SSE) or one JSON body.
+Per request: the API key and the body's size (ASGI middleware, serve_app.access and
+serve_app.limits) -> validate (protocol, request limits, the key's request quota) -> decide
+and apply the step-by-step policy -> render the chat template and tokenize once -> check the
+context budget and the key's token quota -> pick the least loaded node group -> stream the
+engine's deltas back as OpenAI chunks (SSE) or one JSON body, within the request timeout.
 """
 
 from __future__ import annotations
@@ -266,7 +268,7 @@ class Router:
         max_tokens = self._max_tokens(
             len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
         )
-        self.quotas.charge(key, "tokens", len(prompt_ids) + max_tokens)
+        self.quotas.charge(key, "tokens", len(prompt_ids) + max_tokens * body.n)
         engine_request = EngineRequest(
             request_id=request_id,
             prompt_token_ids=prompt_ids,
