@@ -87,6 +87,9 @@ class RouterConfig(Strict):
     request_timeout_s: float = Field(
         900, gt=0, description="a request still unfinished after this is aborted: 504"
     )
+    log_prompts: bool = Field(
+        False, description="debugging only: the request log line carries the messages"
+    )
 
 
 class AccessConfig(Strict):

@@ -37,6 +37,7 @@ from serve_app.protocol import (
     ModelList,
     StepByStepSwitch,
 )
+from serve_app.request_log import RequestLog, count_chunks
 from serve_app.responses import ResponseWriter
 from serve_app.sampling import plan_output, sampling_fields
 
@@ -50,14 +51,17 @@ STATUS_REFRESH_S = 2.0
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
 app = FastAPI(title="Athene-V2-Chat router", version="0.1.0")
-# Outermost first: the key is checked before the body is read, the body's size before parsing.
-# Both read their settings from app.state, which Router.__init__ fills from the config.
+# Added innermost first. The request log wraps everything, so refusals get their line; the
+# key is checked before the body is read, the body's size before parsing. The two checks
+# read their settings from app.state, which Router.__init__ fills from the config.
 app.add_middleware(BodySizeLimit)
 app.add_middleware(RequireApiKey, open_paths=OPEN_PATHS)
+app.add_middleware(RequestLog, quiet_paths=OPEN_PATHS)
 
 
 @app.exception_handler(APIError)
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
+    request.state.error = error.detail.code or f"http_{error.status}"
     return JSONResponse(
         error.body(),
         status_code=error.status,
@@ -242,6 +246,11 @@ class Router:
                 param="model",
                 code="model_not_found",
             )
+        request.state.model = body.model
+        if self.config.router.log_prompts:
+            request.state.prompt = [
+                message.model_dump(exclude_none=True) for message in body.messages
+            ]
         body.check()
         key = getattr(request.state, "api_key", None)
         key_cap = key.max_tokens if key else None
@@ -264,6 +273,7 @@ class Router:
         tools = body.tools if spec.tool_mode != "none" else None
         prompt = self.template.render(messages, tools, body.chat_template_kwargs)
         prompt_ids = self.template.encode(prompt)
+        request.state.prompt_tokens = len(prompt_ids)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         max_tokens = self._max_tokens(
             len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
@@ -281,8 +291,9 @@ class Router:
         headers = {**_policy_headers(request), **self.quotas.headers(key)}
         limit_s = self.config.router.request_timeout_s
         deadline = asyncio.get_running_loop().time() + limit_s
-        stream = _until(deadline, limit_s, self._generate(engine_request))
-        chunks = _chain(await _first_chunk(stream), stream)
+        group = request.state.node_group = self.balancer.pick()
+        stream = _until(deadline, limit_s, self._generate(engine_request, group))
+        chunks = count_chunks(_chain(await _first_chunk(stream), stream), request.state)
         options = body.stream_options
         writer = ResponseWriter(
             request_id=request_id,
@@ -336,8 +347,9 @@ class Router:
             )
         return max_tokens
 
-    async def _generate(self, engine_request: EngineRequest) -> AsyncIterator[EngineChunk]:
-        group = self.balancer.pick()
+    async def _generate(
+        self, engine_request: EngineRequest, group: str
+    ) -> AsyncIterator[EngineChunk]:
         self.balancer.in_flight[group] += 1
         handle = self.balancer.handles[group].options(stream=True)
         response = handle.generate.remote(engine_request)

@@ -20,6 +20,9 @@ SERVE_ENV = {
     # HAProxy (shipped with ray[serve]) in place of the Python HTTP proxy, forwarding straight
     # to the router replicas: one Python hop fewer per request and per streamed chunk.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Throughput mode buffers 1000 log records per process before writing them: a request's
+    # log line would show up late, and a crash would lose the last ones. Write each at once.
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
 
 

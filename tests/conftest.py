@@ -51,7 +51,13 @@ class Stack:
         return self.engine_handle(group).num_unfinished_requests.remote().result()
 
     @contextmanager
-    def router_app(self, name: str, engines: dict | None = None, **sections) -> Iterator[str]:
+    def router_app(
+        self,
+        name: str,
+        engines: dict | None = None,
+        logging_config: dict | None = None,
+        **sections,
+    ) -> Iterator[str]:
         """A second router application at /`name`, its config the CPU one with `sections`
         replaced, in front of this stack's engine (or of `engines`): new router settings
         without loading another model. Yields its base URL; deleted afterwards."""
@@ -63,7 +69,10 @@ class Stack:
         config = parse_app_config({**document["applications"][0]["args"], **sections})
         engines = engines or {"cpu": self.engine_handle("cpu")}
         serve.run(
-            Router.options(name="router").bind(config, engines), name=name, route_prefix=f"/{name}"
+            Router.options(name="router").bind(config, engines),
+            name=name,
+            route_prefix=f"/{name}",
+            logging_config=logging_config,
         )
         try:
             yield f"{self.base_url}/{name}"

@@ -1,0 +1,100 @@
+"""One structured log line per request, when its answer is done.
+
+ASGI middleware, outermost, so refusals by the other middleware (401, 413) get their line
+too. The handler fills `request.state` as it learns things (model, node group, tokens, the
+policy decision) and `count_chunks` adds the engine's side; the line carries the key's id,
+never the key, and never the prompt unless `router.log_prompts` is on (for debugging). With
+the serve config's `logging_config: {encoding: JSON}` Serve writes it as one JSON object,
+next to the request id Serve adds (the caller's `X-Request-Id`, or a new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app.engine_api import EngineChunk
+from serve_app.protocol import APIError
+
+logger = logging.getLogger("ray.serve")
+
+# Filled by the handler and count_chunks, read when the answer is done.
+FIELDS = (
+    "model",
+    "node_group",
+    "prompt_policy",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "error",
+    "prompt",
+)
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp, quiet_paths: frozenset[str]) -> None:
+        self.app = app
+        self.quiet_paths = quiet_paths  # probes: polled every few seconds, not worth a line
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["started"] = started
+        status = 0
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        outcome = "ok"
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            outcome = "client_gone"  # Serve cancels the request when the caller disconnects
+            raise
+        except Exception:
+            outcome = "crashed"
+            raise
+        finally:
+            path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+            if path not in self.quiet_paths:
+                key = state.get("api_key")
+                fields: dict[str, Any] = {
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status or (499 if outcome == "client_gone" else 500),
+                    "outcome": state.get("error") or outcome,
+                    "key_id": key.id if key else None,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                    **{name: state[name] for name in FIELDS if name in state and name != "error"},
+                }
+                logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
+
+
+async def count_chunks(
+    chunks: AsyncIterator[EngineChunk], state: Any
+) -> AsyncIterator[EngineChunk]:
+    """The engine's chunks, unchanged; notes TTFT, output tokens and a mid-answer error."""
+    state.completion_tokens = 0
+    try:
+        async for chunk in chunks:
+            if not state.completion_tokens and chunk.num_tokens:
+                state.ttft_ms = round((time.perf_counter() - state.started) * 1000, 1)
+            state.completion_tokens += chunk.num_tokens
+            yield chunk
+    except APIError as error:
+        state.error = error.detail.code or f"http_{error.status}"
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        state.error = "client_gone"  # the answer stopped being read mid-way
+        raise
