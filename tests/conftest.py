@@ -69,7 +69,9 @@ class Stack:
         config = parse_app_config({**document["applications"][0]["args"], **sections})
         engines = engines or {"cpu": self.engine_handle("cpu")}
         serve.run(
-            Router.options(name="router").bind(config, engines),
+            Router.options(
+                name="router", ray_actor_options={"num_cpus": config.router.num_cpus}
+            ).bind(config, engines),
             name=name,
             route_prefix=f"/{name}",
             logging_config=logging_config,
