@@ -96,6 +96,12 @@ def process(
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def alternated(pair: dict[str, int], flip: int) -> list[tuple[str, int]]:
+    """The two servers, in order or reversed: who goes first alternates between runs."""
+    order = list(pair.items())
+    return order[::-1] if flip else order
+
+
 def warm_up(port: int) -> None:
     """One short chat request before measuring: a fresh server's first request pays one-off
     costs (connections between hops, first-call paths) that would land in the p99."""
@@ -461,14 +467,14 @@ def main() -> None:
                         pair = {name: stack_port, "vllm": vllm_port}
                         for concurrency in args.concurrency:
                             # Alternate who goes first; both get the same fresh prompts.
-                            first = (round_ + concurrency) % 2
+                            flip = (round_ + concurrency) % 2
                             seed = (round_ * len(stacks) + index) * 1000 + concurrency
-                            for system, port in list(pair.items())[:: 1 - 2 * first]:
+                            for system, port in alternated(pair, flip):
                                 out = run_dir / f"{system}-c{concurrency}-r{round_}-{name}.json"
                                 result = bench_serve(port, model_dir, concurrency, seed, args, out)
                                 rows.append(row("bench serve", system, concurrency, round_, result))
                         if args.locust_seconds and not env:
-                            for system, port in list(pair.items())[:: 1 - 2 * (round_ % 2)]:
+                            for system, port in alternated(pair, round_ % 2):
                                 out = run_dir / f"locust-{system}-r{round_}"
                                 summary = locust_run(port, args, out)
                                 rows.append(

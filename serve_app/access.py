@@ -202,7 +202,9 @@ class Quotas:
         limit = key.requests_per_minute if kind == "requests" else key.tokens_per_minute
         if limit is None:
             return None
-        bucket = self._buckets.setdefault((key.id, kind), Bucket(limit / self.replicas))
+        bucket = self._buckets.get((key.id, kind))
+        if bucket is None:
+            bucket = self._buckets[(key.id, kind)] = Bucket(limit / self.replicas)
         bucket.refill(self.clock())
         return bucket
 

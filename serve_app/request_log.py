@@ -23,7 +23,8 @@ from serve_app.protocol import APIError
 
 logger = logging.getLogger("ray.serve")
 
-# Filled by the handler and count_chunks, read when the answer is done.
+# Filled by the handler and count_chunks, read when the answer is done (`error`, set by them
+# too, becomes the line's outcome).
 FIELDS = (
     "model",
     "node_group",
@@ -31,7 +32,6 @@ FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "ttft_ms",
-    "error",
     "prompt",
 )
 
@@ -76,7 +76,7 @@ class RequestLog:
                     "outcome": state.get("error") or outcome,
                     "key_id": key.id if key else None,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                    **{name: state[name] for name in FIELDS if name in state and name != "error"},
+                    **{name: state[name] for name in FIELDS if name in state},
                 }
                 logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
 

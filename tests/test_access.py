@@ -13,9 +13,10 @@ import yaml
 from serve_app.access import ApiKey, KeyRing, Quotas, authenticate, digest, go_duration
 from serve_app.config import AccessConfig, ConfigError, RequestLimits
 from serve_app.limits import check_request, max_tokens_cap
-from serve_app.protocol import APIError, ChatCompletionRequest
+from serve_app.protocol import APIError
 
 from .fake_clock import FakeClock
+from .test_responses import request
 
 KEY = "sk-athene-test-key"
 
@@ -147,12 +148,6 @@ def test_limits_are_split_over_router_replicas_and_keys_without_limits_pass():
 )
 def test_reset_durations_read_like_openai(seconds, text):
     assert go_duration(seconds) == text
-
-
-def request(**fields) -> ChatCompletionRequest:
-    return ChatCompletionRequest(
-        model="m", messages=fields.pop("messages", [{"role": "user", "content": "hi"}]), **fields
-    )
 
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
