@@ -33,7 +33,7 @@ import yaml
 
 from serve_app.config import load_serve_config
 from serve_app.devmodel import ensure_dev_model, resolve_source
-from serve_app.serve_env import SERVE_ENV, isolated_haproxy_env
+from serve_app.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_config.cpu.yaml"
@@ -116,6 +116,20 @@ def warm_up(port: int) -> None:
         timeout=120,
     )
     response.raise_for_status()
+
+
+def isolated_haproxy_env(directory: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """HAProxy's files and side ports moved off their fixed defaults (/tmp/haproxy-serve,
+    8404, 9101), for a variant that turns it on (`RAY_SERVE_ENABLE_HA_PROXY=1`)."""
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(directory / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(directory / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(directory),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(directory / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(directory / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+    }
 
 
 def our_stack(

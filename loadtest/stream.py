@@ -63,22 +63,29 @@ class StreamRecorder:
         delta_text = "".join(_delta_text(choice.get("delta") or {}) for choice in event["choices"])
         if delta_text:
             self.text.append(delta_text)
-            self._chunk((now - self.started) * 1000, usage)
+            self._chunk((now - self.started) * 1000, self._new_tokens(usage))
+        elif self.sample.chunk_tokens and self.sample.chunk_tokens[-1] is not None:
+            # Tokens without text (the stop token) count with the last chunk the user saw.
+            self.sample.chunk_tokens[-1] += self._new_tokens(usage) or 0
         if usage:
             self.sample.prompt_tokens = usage.get("prompt_tokens")
             self.sample.output_tokens = usage.get("completion_tokens")
 
-    def _chunk(self, at_ms: float, usage: dict[str, Any] | None) -> None:
+    def _new_tokens(self, usage: dict[str, Any] | None) -> int | None:
+        """Output tokens since the last event, from continuous usage stats (None without)."""
+        if not usage or usage.get("completion_tokens") is None:
+            return None
+        tokens = usage["completion_tokens"] - self._completion_tokens
+        self._completion_tokens = usage["completion_tokens"]
+        return tokens
+
+    def _chunk(self, at_ms: float, tokens: int | None) -> None:
         sample = self.sample
         if sample.chunk_ms:
             sample.itl_ms.append(at_ms - sample.chunk_ms[-1])
         else:
             sample.ttft_ms = at_ms
         sample.chunk_ms.append(at_ms)
-        tokens = None
-        if usage and usage.get("completion_tokens") is not None:
-            tokens = usage["completion_tokens"] - self._completion_tokens
-            self._completion_tokens = usage["completion_tokens"]
         sample.chunk_tokens.append(tokens)
 
     def finish(self, now: float) -> Sample:

@@ -10,34 +10,20 @@ Measured lever by lever in the README ("The stack against vLLM's own server").
 
 from __future__ import annotations
 
-from pathlib import Path
-
 SERVE_ENV = {
     # Serve's throughput mode: handle calls over gRPC instead of Ray actor calls, user code
     # and the request router on the replica's own event loop, GC frozen after start-up, and
     # ingress replicas that serve HTTP themselves ("direct ingress").
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # HAProxy (shipped with ray[serve]) in place of the Python HTTP proxy, forwarding straight
-    # to the router replicas: one Python hop fewer per request and per streamed chunk.
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Serve's Python proxy, not HAProxy, on :8000. HAProxy (in ray[serve]) saves a Python hop,
+    # but it passes a client's disconnect on only when it next writes to that client: a
+    # non-streaming answer, or one not yet started, went on generating for no one (measured
+    # in tests/test_e2e_resilience.py; the cost of this choice is in the README).
+    "RAY_SERVE_ENABLE_HA_PROXY": "0",
     # Throughput mode buffers 1000 log records per process before writing them: a request's
     # log line would show up late, and a crash would lose the last ones. Write each at once.
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
-
-
-def isolated_haproxy_env(directory: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
-    """HAProxy's files and side ports moved off their fixed defaults (/tmp/haproxy-serve,
-    8404, 9101), so two stacks on one machine (tests, benchmarks) cannot collide."""
-    return {
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(directory / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(directory / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(directory),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(directory / "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(directory / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
-    }
 
 
 if __name__ == "__main__":

@@ -4,9 +4,7 @@ tiny dev model) starts once per session and is always shut down, even on failure
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ import pytest
 
 from serve_app.config import AppConfig, load_serve_config, parse_app_config
 from serve_app.devmodel import ensure_dev_model
-from serve_app.serve_env import SERVE_ENV, isolated_haproxy_env
+from serve_app.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
@@ -86,11 +84,8 @@ class Stack:
 def stack() -> Iterator[Stack]:
     """`serve_config.cpu.yaml`, deployed through the real builder on free ports, with the
     Serve settings `make serve` and the KubeRay pods use (serve_app.serve_env)."""
-    # A short directory: HAProxy refuses socket paths over 97 characters.
-    haproxy_dir = Path(tempfile.mkdtemp(prefix="haproxy-", dir="/tmp"))
-    env = SERVE_ENV | isolated_haproxy_env(haproxy_dir, free_port(), free_port())
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # before Ray starts: its processes read them at start-up
+    saved = {key: os.environ.get(key) for key in SERVE_ENV}
+    os.environ.update(SERVE_ENV)  # before Ray starts: its processes read them at start-up
     import ray
     from ray import serve
 
@@ -118,7 +113,6 @@ def stack() -> Iterator[Stack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 def _wait_ready(base_url: str) -> None:

@@ -360,7 +360,7 @@ def test_cluster_settings_for_72b_serving(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_ray_pod_runs_serve_in_the_measured_mode(overlay: str) -> None:
     """Serve reads its throughput settings when each Ray process starts: a pod without them
-    would run the slower default path (or, head without HAProxy, a mixed cluster)."""
+    would run the slower default path, or an ingress that lets go of disconnects (HAProxy)."""
     cluster = rayservice(overlay)["spec"]["rayClusterConfig"]
     groups = {"head": cluster["headGroupSpec"]} | worker_groups(rayservice(overlay))
     for name, group in groups.items():

@@ -92,6 +92,19 @@ def test_chunk_tokens_follow_usage_and_tool_call_deltas_count_as_output():
     assert sample.tpot_ms == pytest.approx((191.0 - 150.0) / 4)
 
 
+def test_a_stop_token_without_text_counts_with_the_last_chunk():
+    lines = [
+        (100.0, _event("ab", usage=2)),
+        (150.0, _event("c", usage=3)),
+        (170.0, _event("", usage=4)),  # the stop token: no text, one more output token
+        (171.0, "data: [DONE]"),
+    ]
+    sample = _replay(lines).sample
+    assert sample.chunk_tokens == [2, 2]
+    assert sample.chunk_ms == [100.0, 150.0]
+    assert sum(sample.chunk_tokens) == sample.output_tokens == 4
+
+
 @pytest.mark.parametrize(
     ("lines", "error"),
     [
