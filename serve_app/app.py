@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from serve_app.config import AppConfig, NodeGroupConfig, parse_app_config
 from serve_app.devmodel import resolve_source
@@ -62,13 +62,19 @@ def build_graph(config: AppConfig) -> Application:
         .bind(config.model, source, group)
         for group in config.node_groups
     }
-    router = Router.options(
+    return router_deployment(config).bind(config, engines)
+
+
+def router_deployment(config: AppConfig) -> Deployment:
+    return Router.options(
         name="router",
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
+        # A replica being replaced (redeploy, scale-down) finishes its answers first; none
+        # runs longer than the request timeout.
+        graceful_shutdown_timeout_s=config.router.request_timeout_s,
         ray_actor_options={"num_cpus": config.router.num_cpus},
     )
-    return router.bind(config, engines)
 
 
 def build_app(args: dict[str, Any]) -> Application:

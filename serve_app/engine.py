@@ -19,9 +19,10 @@ from vllm.inputs.engine import tokens_input
 from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
 
 from serve_app.config import ModelConfig, NodeGroupConfig
-from serve_app.engine_api import EngineChunk, EngineRequest, TokenLogprob
+from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError, TokenLogprob
 
 logger = logging.getLogger("ray.serve")
 
@@ -64,17 +65,21 @@ class EngineReplica:
         want_logprobs = params.logprobs is not None
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.
-        async for output in self.engine.generate(
+        outputs = self.engine.generate(
             tokens_input(request.prompt_token_ids), params, request.request_id
-        ):
-            for completion in output.outputs:
-                yield EngineChunk(
-                    completion.index,
-                    completion.text,
-                    len(completion.token_ids),
-                    completion.finish_reason,
-                    _token_logprobs(completion, params.logprobs) if want_logprobs else None,
-                )
+        )
+        try:
+            async for output in outputs:
+                for completion in output.outputs:
+                    yield EngineChunk(
+                        completion.index,
+                        completion.text,
+                        len(completion.token_ids),
+                        completion.finish_reason,
+                        _token_logprobs(completion, params.logprobs) if want_logprobs else None,
+                    )
+        except EngineDeadError as error:  # the router, which has no vLLM, answers 503
+            raise EngineUnavailableError(str(error)) from None
 
     def generation_defaults(self) -> dict[str, Any]:
         """The sampling defaults read from the model's generation_config.json."""
@@ -89,6 +94,8 @@ class EngineReplica:
         return len(await self.engine.collective_rpc("check_health"))
 
     async def check_health(self) -> None:
+        """Serve calls this every health_check_period_s; raising (EngineDeadError) marks the
+        replica unhealthy, and Serve replaces it."""
         await self.engine.check_health()
 
     def __del__(self) -> None:

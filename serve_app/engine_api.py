@@ -32,3 +32,8 @@ class EngineChunk(NamedTuple):
     num_tokens: int  # new output tokens since the previous chunk of this choice
     finish_reason: str | None  # "stop" or "length" on the choice's last chunk
     logprobs: list[TokenLogprob] | None  # one entry per new token, when asked for
+
+
+class EngineUnavailableError(RuntimeError):
+    """The replica's vLLM engine is dead (its process died): the call can be retried on
+    another replica, or once Serve has replaced this one (check_health fails meanwhile)."""

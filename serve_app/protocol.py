@@ -7,7 +7,7 @@ with a 400 that names it, never silently dropped.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,7 +15,9 @@ StepByStepSwitch = Literal["on", "off", "auto"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as the schema says (no `true` for max_tokens, no "2" for n), as
+    # OpenAI checks them; unknown fields refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- request ---------------------------------------------------------------------------
@@ -121,7 +123,8 @@ class ChatCompletionRequest(Strict):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0)
-    logit_bias: dict[int, float] | None = None
+    # Token ids as JSON object keys: strings that must read as integers.
+    logit_bias: dict[Annotated[int, Field(strict=False)], float] | None = None
     min_tokens: int = Field(0, ge=0)
     ignore_eos: bool = False
     stop: str | list[str] | None = None

@@ -20,13 +20,15 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.access import KeyRing, Quotas, RequireApiKey
 from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
-from serve_app.engine_api import EngineChunk, EngineRequest
+from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
 from serve_app.limits import BodySizeLimit, check_request, max_tokens_cap
 from serve_app.prompt.step_by_step import StepByStepPolicy
 from serve_app.prompt.template import ChatTemplate, to_template_messages
@@ -45,7 +47,8 @@ logger = logging.getLogger("ray.serve")
 
 POLICY_HEADER = "X-Prompt-Policy"
 RETRY_AFTER_S = 1  # what a 503 at capacity tells clients to wait (OpenAI's SDKs honour it)
-STATUS_REFRESH_S = 2.0
+STATUS_REFRESH_S = 2.0  # how often the router reads the engine replicas' states
+DOWN_CHECK_S = 0.5  # how often a request waiting for its first token checks them
 
 # Probes stay open: Kubernetes and HAProxy call them without a key.
 OPEN_PATHS = frozenset({"/health", "/ready"})
@@ -78,6 +81,16 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     reason = "unsupported field" if first["type"] == "extra_forbidden" else first["msg"]
     message = f"{param}: {reason}" if param else reason
     return await _api_error(request, APIError(400, message, param=param))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (unknown route, wrong method, unparsable body) in OpenAI's
+    shape too, instead of its `{"detail": ...}`."""
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    response = await _api_error(request, APIError(error.status_code, str(error.detail), type=kind))
+    response.headers.update(error.headers or {})  # Allow, on a 405
+    return response
 
 
 @app.exception_handler(Exception)
@@ -127,6 +140,16 @@ async def _chain(
         yield chunk
 
 
+def _unavailable(what: str) -> APIError:
+    return APIError(
+        503,
+        f"{what}; Serve is replacing it, retry shortly",
+        type="server_error",
+        code="engine_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def _switch(header: str | None) -> StepByStepSwitch | None:
     if header is None:
         return None
@@ -147,6 +170,7 @@ class NodeGroupBalancer:
         self.slots = {group.name: group.max_ongoing_requests for group in groups}
         self.in_flight = dict.fromkeys(self.handles, 0)
         self.running = dict.fromkeys(self.handles, 0)
+        self.min_replicas = {g.name: g.autoscaling_config.min_replicas for g in groups}
 
     def pick(self) -> str:
         return min(
@@ -159,6 +183,11 @@ class NodeGroupBalancer:
 
     def ready(self) -> bool:
         return all(self.running.values())
+
+    def down(self, group: str) -> bool:
+        """No running replica in a group that should have one (min_replicas > 0): it died
+        and Serve is replacing it. Requests would wait for the new one, so refuse them."""
+        return self.running[group] == 0 and self.min_replicas[group] > 0
 
 
 @serve.deployment
@@ -314,6 +343,19 @@ class Router:
         completion = await writer.collect(chunks)
         return JSONResponse(completion.model_dump(), headers=headers)
 
+    async def _first_while_up(self, chunks: AsyncIterator[EngineChunk], group: str) -> EngineChunk:
+        """The engine's first chunk. If the group goes down meanwhile (its replica died and
+        Serve holds the call for the replacement, which takes minutes for a 72B model), 503
+        within one status refresh instead of the wait."""
+        first = asyncio.ensure_future(anext(chunks))
+        try:
+            while not (await asyncio.wait({first}, timeout=DOWN_CHECK_S))[0]:
+                if self.balancer.down(group):
+                    raise _unavailable(f"node group {group!r} lost its engine replica")
+            return first.result()
+        finally:
+            first.cancel()  # a no-op once it is done
+
     def _check_token_ids(self, body: ChatCompletionRequest) -> None:
         """Token ids a client names must exist, or vLLM would fail the request deep inside."""
         vocab = self.vocab_size
@@ -350,12 +392,16 @@ class Router:
     async def _generate(
         self, engine_request: EngineRequest, group: str
     ) -> AsyncIterator[EngineChunk]:
+        if self.balancer.down(group):
+            raise _unavailable(f"node group {group!r} has no running engine replica")
         self.balancer.in_flight[group] += 1
         handle = self.balancer.handles[group].options(stream=True)
         response = handle.generate.remote(engine_request)
+        chunks = aiter(response)
         finished = False
         try:
-            async for chunk in response:
+            yield await self._first_while_up(chunks, group)
+            async for chunk in chunks:
                 yield chunk
             finished = True
         except BackPressureError:
@@ -366,6 +412,9 @@ class Router:
                 code="overloaded",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
+        except (EngineUnavailableError, RayActorError, DeploymentUnavailableError):
+            # The engine or its replica died mid-request, or the deployment failed.
+            raise _unavailable(f"an engine replica of node group {group!r} failed") from None
         finally:
             self.balancer.in_flight[group] -= 1
             if not finished:  # stopped early (timeout, client gone): abort the engine request

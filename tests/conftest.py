@@ -48,34 +48,40 @@ class Stack:
     def engine_unfinished(self, group: str = "cpu") -> int:
         return self.engine_handle(group).num_unfinished_requests.remote().result()
 
-    @contextmanager
-    def router_app(
+    def deploy_router(
         self,
         name: str,
         engines: dict | None = None,
         logging_config: dict | None = None,
         **sections,
-    ) -> Iterator[str]:
-        """A second router application at /`name`, its config the CPU one with `sections`
-        replaced, in front of this stack's engine (or of `engines`): new router settings
-        without loading another model. Yields its base URL; deleted afterwards."""
+    ) -> str:
+        """Deploys (or redeploys) a router application at /`name`, its config the CPU one
+        with `sections` replaced, in front of this stack's engine (or of `engines`): new
+        router settings without loading another model. Returns its base URL once ready."""
         from ray import serve
 
-        from serve_app.router import Router
+        from serve_app.app import router_deployment
 
         document, _ = load_serve_config(CPU_CONFIG)
         config = parse_app_config({**document["applications"][0]["args"], **sections})
         engines = engines or {"cpu": self.engine_handle("cpu")}
         serve.run(
-            Router.options(
-                name="router", ray_actor_options={"num_cpus": config.router.num_cpus}
-            ).bind(config, engines),
+            router_deployment(config).bind(config, engines),
             name=name,
             route_prefix=f"/{name}",
             logging_config=logging_config,
         )
+        url = f"{self.base_url}/{name}"
+        _wait_ready(url)  # its view of the engine replicas is fresh
+        return url
+
+    @contextmanager
+    def router_app(self, name: str, **options) -> Iterator[str]:
+        """`deploy_router`, deleted afterwards."""
+        from ray import serve
+
         try:
-            yield f"{self.base_url}/{name}"
+            yield self.deploy_router(name, **options)
         finally:
             serve.delete(name)
 
