@@ -210,22 +210,37 @@ class Router:
         else:
             logger.warning("auth is OFF: no API keys configured, every caller is let in")
         self.started = int(time.time())
+        self._read_at = float("-inf")  # loop time of the last replica-state read
         self._status_task = asyncio.get_running_loop().create_task(self._watch_replicas())
+
+    async def _read_replicas(self) -> None:
+        """The running-replica count of each group, from Serve's controller."""
+        self._read_at = asyncio.get_running_loop().time()
+        try:
+            status = await asyncio.to_thread(serve.status)
+            for group, handle in self.balancer.handles.items():
+                # The engine's own application: a router may front another app's engines.
+                app_status = status.applications.get(handle.app_name)
+                deployment = app_status and app_status.deployments.get(handle.deployment_name)
+                states = deployment.replica_states if deployment else {}
+                self.balancer.running[group] = states.get("RUNNING", 0)
+        except Exception:  # the controller may be restarting; keep the last view
+            logger.warning("could not read Serve status", exc_info=True)
+
+    async def _confirmed_down(self, group: str) -> bool:
+        """Whether the group is down, re-reading a view older than DOWN_CHECK_S first: a
+        replica may have come up since (as right after a deploy)."""
+        if self.balancer.down(group) and (
+            asyncio.get_running_loop().time() - self._read_at >= DOWN_CHECK_S
+        ):
+            await self._read_replicas()
+        return self.balancer.down(group)
 
     async def _watch_replicas(self) -> None:
         """Keeps the running-replica count of each group fresh, for routing and /ready."""
         announced = False
         while True:
-            try:
-                status = await asyncio.to_thread(serve.status)
-                for group, handle in self.balancer.handles.items():
-                    # The engine's own application: a router may front another app's engines.
-                    app_status = status.applications.get(handle.app_name)
-                    deployment = app_status and app_status.deployments.get(handle.deployment_name)
-                    states = deployment.replica_states if deployment else {}
-                    self.balancer.running[group] = states.get("RUNNING", 0)
-            except Exception:  # the controller may be restarting; keep the last view
-                logger.warning("could not read Serve status", exc_info=True)
+            await self._read_replicas()
             if self.balancer.ready() and not announced:
                 announced = True
                 logger.info(
@@ -392,7 +407,7 @@ class Router:
     async def _generate(
         self, engine_request: EngineRequest, group: str
     ) -> AsyncIterator[EngineChunk]:
-        if self.balancer.down(group):
+        if await self._confirmed_down(group):
             raise _unavailable(f"node group {group!r} has no running engine replica")
         self.balancer.in_flight[group] += 1
         handle = self.balancer.handles[group].options(stream=True)

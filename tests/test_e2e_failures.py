@@ -139,7 +139,7 @@ def load_through(
     return asyncio.run(scenario())
 
 
-def assert_failures_are_clean(outcomes: list[Outcome]) -> None:
+def assert_failures_are_clean(outcomes: list[Outcome], noticed_within_s: float) -> None:
     failures = [o for o in outcomes if o.error]
     assert failures, "the kill had no visible effect: the test would prove nothing"
     for o in outcomes:
@@ -155,7 +155,7 @@ def assert_failures_are_clean(outcomes: list[Outcome]) -> None:
         if o.status != 200:  # refused before the answer started: quickly, and retryable
             assert o.status == 503, o.error
             assert o.error["code"] == "engine_unavailable" and o.retry_after == "1"
-            assert o.seconds < 5, f"a refusal took {o.seconds:.1f} s"
+            assert o.seconds < noticed_within_s, f"a refusal took {o.seconds:.1f} s"
 
 
 def summary(outcomes: list[Outcome], failed_at: float) -> str:
@@ -182,7 +182,10 @@ def test_an_engine_that_dies_under_load_costs_only_clean_503s_and_recovers(
 ):
     outcomes, failed_at = load_through(failing_url, lambda: kill(stack), recovered)
     print(summary(outcomes, failed_at))  # shown with -s: the figures of the README's table
-    assert_failures_are_clean(outcomes)
+    # Serve's controller notices a killed replica at its next health check; a request sent
+    # meanwhile waits for that (then the router answers 503 within DOWN_CHECK_S).
+    group = stack.config.node_groups[0]
+    assert_failures_are_clean(outcomes, noticed_within_s=group.health_check_period_s + 5)
     before = [o for o in outcomes if o.started + o.seconds < failed_at]
     assert before and not any(o.error for o in before), "requests failed before the kill"
     assert httpx.get(f"{stack.base_url}/ready", timeout=10).status_code == 200
