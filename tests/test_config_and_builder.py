@@ -182,6 +182,17 @@ class TestBalancer:
         balancer.running.update(h100=1)
         assert balancer.pick() == "h100" and balancer.ready()
 
+    def test_a_group_that_lost_its_replicas_is_down_and_others_take_the_traffic(self):
+        balancer = self.make()
+        balancer.running.update(h100=0, a100=1)  # h100's replica died
+        assert balancer.down("h100") and not balancer.down("a100")
+        assert {balancer.pick() for _ in range(5)} == {"a100"}
+
+    def test_a_group_allowed_to_scale_to_zero_is_never_down(self):
+        groups = [gpu_group(name="h100", autoscaling_config={"min_replicas": 0})]
+        balancer = NodeGroupBalancer(groups, {"h100": object()})
+        assert not balancer.down("h100")  # a request waits for the cold start instead
+
 
 def test_config_check_command_names_the_bad_field(tmp_path, capsys):
     from serve_app.config import main
