@@ -50,7 +50,7 @@ RETRY_AFTER_S = 1  # what a 503 at capacity tells clients to wait (OpenAI's SDKs
 STATUS_REFRESH_S = 2.0  # how often the router reads the engine replicas' states
 DOWN_CHECK_S = 0.5  # how often a request waiting for its first token checks them
 
-# Probes stay open: Kubernetes and HAProxy call them without a key.
+# Probes stay open: Kubernetes and load balancers call them without a key.
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
 app = FastAPI(title="Athene-V2-Chat router", version="0.1.0")

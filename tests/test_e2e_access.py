@@ -1,6 +1,6 @@
 """Access end to end: a second router application with API keys, quotas and tight request
 limits, deployed next to the CPU app and sharing its engine, so every check runs through
-HAProxy, the real router and the real engine without loading another model."""
+Serve's proxy, the real router and the real engine without loading another model."""
 
 from __future__ import annotations
 
