@@ -28,8 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve_app.asgi import route_path, send_error
 from serve_app.config import AccessConfig, ConfigError
-from serve_app.limits import send_error
 from serve_app.protocol import APIError
 
 KEY_PREFIX = "sk-athene-"
@@ -139,17 +139,15 @@ class RequireApiKey:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-            if path not in self.open_paths:
-                headers = dict(scope["headers"])
-                authorization = headers.get(b"authorization", b"").decode("latin-1")
-                try:
-                    key = authenticate(scope["app"].state.key_ring, authorization)
-                except APIError as error:
-                    await send_error(send, error)
-                    return
-                scope.setdefault("state", {})["api_key"] = key
+        if scope["type"] == "http" and route_path(scope) not in self.open_paths:
+            headers = dict(scope["headers"])
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            try:
+                key = authenticate(scope["app"].state.key_ring, authorization)
+            except APIError as error:
+                await send_error(send, error)
+                return
+            scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
 
 

@@ -8,6 +8,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.asgi import send_error
 from serve_app.config import RequestLimits
 from serve_app.protocol import APIError, ChatCompletionRequest
 
@@ -101,12 +102,3 @@ def _too_large(size: str, limit: int) -> APIError:
         f"request body: {size}, over the limit of {limit} (limits.max_body_bytes)",
         code="request_too_large",
     )
-
-
-async def send_error(send: Send, error: APIError) -> None:
-    """An OpenAI-shaped error answered straight from ASGI middleware."""
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.asgi import route_path
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import APIError
 
@@ -66,7 +67,7 @@ class RequestLog:
             outcome = "crashed"
             raise
         finally:
-            path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+            path = route_path(scope)
             if path not in self.quiet_paths:
                 key = state.get("api_key")
                 fields: dict[str, Any] = {

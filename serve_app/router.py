@@ -88,9 +88,10 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     """FastAPI's own refusals (unknown route, wrong method, unparsable body) in OpenAI's
     shape too, instead of its `{"detail": ...}`."""
     kind = "invalid_request_error" if error.status_code < 500 else "server_error"
-    response = await _api_error(request, APIError(error.status_code, str(error.detail), type=kind))
-    response.headers.update(error.headers or {})  # Allow, on a 405
-    return response
+    headers = dict(error.headers or {})  # Allow, on a 405
+    return await _api_error(
+        request, APIError(error.status_code, str(error.detail), type=kind, headers=headers)
+    )
 
 
 @app.exception_handler(Exception)
@@ -140,14 +141,19 @@ async def _chain(
         yield chunk
 
 
-def _unavailable(what: str) -> APIError:
+def _retry_shortly(message: str, code: str) -> APIError:
+    """A 503 the caller may retry after `Retry-After` (OpenAI's SDKs do)."""
     return APIError(
         503,
-        f"{what}; Serve is replacing it, retry shortly",
+        f"{message}, retry shortly",
         type="server_error",
-        code="engine_unavailable",
+        code=code,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+def _unavailable(what: str) -> APIError:
+    return _retry_shortly(f"{what}; Serve is replacing it", "engine_unavailable")
 
 
 def _switch(header: str | None) -> StepByStepSwitch | None:
@@ -420,13 +426,7 @@ class Router:
                 yield chunk
             finished = True
         except BackPressureError:
-            raise APIError(
-                503,
-                f"node group {group!r} is at capacity, retry shortly",
-                type="server_error",
-                code="overloaded",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+            raise _retry_shortly(f"node group {group!r} is at capacity", "overloaded") from None
         except (EngineUnavailableError, RayActorError, DeploymentUnavailableError):
             # The engine or its replica died mid-request, or the deployment failed.
             raise _unavailable(f"an engine replica of node group {group!r} failed") from None

@@ -107,8 +107,8 @@ def recovered(outcomes: list[Outcome], failed_at: float) -> bool:
 def load_through(
     url: str, act: Callable[[], None], settled: Callable[[list[Outcome], float], bool]
 ) -> tuple[list[Outcome], float]:
-    """Runs the clients, calls `act` after a few seconds, stops once `settled` says so (or
-    fails after RECOVERY_S); returns all the outcomes and when `act` was called."""
+    """Runs the clients, calls `act` once they have answers, stops once `settled` says so
+    (or fails after RECOVERY_S); returns all the outcomes and when `act` was called."""
 
     async def scenario() -> tuple[list[Outcome], float]:
         outcomes: list[Outcome] = []
@@ -125,7 +125,8 @@ def load_through(
 
         async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S + 30) as client:
             clients = [asyncio.create_task(client_loop(client, n)) for n in range(CLIENTS)]
-            await asyncio.sleep(3)
+            while sum(o.error is None for o in outcomes) < CLIENTS:  # the load is running
+                await asyncio.sleep(0.1)
             acted_at = time.monotonic()
             await asyncio.to_thread(act)
             deadline = acted_at + RECOVERY_S
