@@ -177,6 +177,12 @@ class NodeGroupBalancer:
         self.in_flight = dict.fromkeys(self.handles, 0)
         self.running = dict.fromkeys(self.handles, 0)
         self.min_replicas = {g.name: g.autoscaling_config.min_replicas for g in groups}
+        self.seen_up: set[str] = set()  # groups this router has seen with a running replica
+
+    def observe(self, group: str, running: int) -> None:
+        self.running[group] = running
+        if running:
+            self.seen_up.add(group)
 
     def pick(self) -> str:
         return min(
@@ -191,9 +197,12 @@ class NodeGroupBalancer:
         return all(self.running.values())
 
     def down(self, group: str) -> bool:
-        """No running replica in a group that should have one (min_replicas > 0): it died
-        and Serve is replacing it. Requests would wait for the new one, so refuse them."""
-        return self.running[group] == 0 and self.min_replicas[group] > 0
+        """A group that had a running replica has none, though it should (min_replicas >
+        0): it died and Serve is replacing it. Requests would wait for the new one, so
+        refuse them. A group not yet seen up (just deployed) is starting: requests wait."""
+        return (
+            self.running[group] == 0 and self.min_replicas[group] > 0 and group in self.seen_up
+        )
 
 
 @serve.deployment
@@ -229,7 +238,7 @@ class Router:
                 app_status = status.applications.get(handle.app_name)
                 deployment = app_status and app_status.deployments.get(handle.deployment_name)
                 states = deployment.replica_states if deployment else {}
-                self.balancer.running[group] = states.get("RUNNING", 0)
+                self.balancer.observe(group, states.get("RUNNING", 0))
         except Exception:  # the controller may be restarting; keep the last view
             logger.warning("could not read Serve status", exc_info=True)
 

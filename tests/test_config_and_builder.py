@@ -184,13 +184,24 @@ class TestBalancer:
 
     def test_a_group_that_lost_its_replicas_is_down_and_others_take_the_traffic(self):
         balancer = self.make()
-        balancer.running.update(h100=0, a100=1)  # h100's replica died
+        balancer.observe("h100", 1)
+        balancer.observe("a100", 1)
+        balancer.observe("h100", 0)  # h100's replica died
         assert balancer.down("h100") and not balancer.down("a100")
         assert {balancer.pick() for _ in range(5)} == {"a100"}
+
+    def test_a_group_not_yet_seen_up_is_starting_not_down(self):
+        balancer = self.make()  # just deployed: the controller may not list the replica yet
+        assert not balancer.down("h100")
+        balancer.observe("h100", 1)
+        balancer.observe("h100", 0)
+        assert balancer.down("h100")
 
     def test_a_group_allowed_to_scale_to_zero_is_never_down(self):
         groups = [gpu_group(name="h100", autoscaling_config={"min_replicas": 0})]
         balancer = NodeGroupBalancer(groups, {"h100": object()})
+        balancer.observe("h100", 1)
+        balancer.observe("h100", 0)
         assert not balancer.down("h100")  # a request waits for the cold start instead
 
 
