@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest
+.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest autoscale
 
 install: $(STAMP)
 
@@ -56,6 +56,12 @@ bench-prompt: devmodel
 # This project's stack vs vLLM's own server vs the bare engine, side by side (about 15 min).
 bench: devmodel
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m benchmarks.serving $(BENCH_ARGS)
+
+# Autoscaling on fake GPU nodes: a load spike, then silence; writes the timeline and its plot
+# (about 5 min). The end-to-end test runs the same scenario.
+AUTOSCALE_OUT ?= docs/autoscaling
+autoscale: devmodel
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m loadtest.autoscale --out $(AUTOSCALE_OUT)
 
 # Regenerate the RayService's serveConfigV2 files (k8s/base/serve-config.yaml and the
 # dev-cpu overlay's) from serve_config.yaml / serve_config.cpu.yaml.

@@ -126,6 +126,13 @@ class NodeGroupConfig(Strict):
     engine_args: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the replica.")
     autoscaling_config: ServeAutoscaling = ServeAutoscaling()
+    cold_start_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="with min_replicas 0: how long a request sent while the group has no "
+        "running replica waits for the first token (node + engine start) before a 503 "
+        "with Retry-After; none: the router's request_timeout_s",
+    )
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(-1, ge=-1)
     health_check_period_s: float = Field(10, gt=0)

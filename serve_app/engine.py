@@ -1,9 +1,11 @@
 """The engine replica: one vLLM `AsyncLLM` per Serve replica, for one node group.
 
 It takes prompt token ids (the router tokenized them once) and streams text deltas.
-On GPUs the replica owns a STRICT_PACK placement group of `tensor_parallel_size` GPU
-bundles (built in serve_app.app) and vLLM's Ray executor runs the tensor-parallel ranks
-inside it; on the CPU vLLM runs its multiprocess executor in the replica's process tree.
+A GPU group's replica owns a STRICT_PACK placement group of `tensor_parallel_size` GPU
+bundles (built in serve_app.app). On CUDA, vLLM's Ray executor runs the tensor-parallel
+ranks inside it; vLLM's CPU build has no Ray executor, so there (a CPU group, or a GPU
+group on the fake GPU nodes of the autoscaling test) it runs its multiprocess executor in
+the replica's process tree, as Ray Serve LLM does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs.engine import tokens_input
 from vllm.outputs import CompletionOutput
+from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -27,6 +30,10 @@ from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableEr
 logger = logging.getLogger("ray.serve")
 
 
+def uses_ray_executor(group: NodeGroupConfig) -> bool:
+    return group.uses_gpus and not current_platform.is_cpu()
+
+
 def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> AsyncEngineArgs:
     return AsyncEngineArgs(
         model=source,
@@ -34,7 +41,7 @@ def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> 
         served_model_name=[model.id],
         max_model_len=model.max_model_len,
         tensor_parallel_size=group.tensor_parallel_size,
-        distributed_executor_backend="ray" if group.uses_gpus else "mp",
+        distributed_executor_backend="ray" if uses_ray_executor(group) else "mp",
         **group.engine_args,
     )
 
@@ -45,7 +52,7 @@ class EngineReplica:
     def __init__(self, model: ModelConfig, source: str, group: NodeGroupConfig) -> None:
         logger.info("loading the engine for node group %r (%s)", group.name, source)
         vllm_config = engine_args_for(model, source, group).create_engine_config()
-        if group.uses_gpus:
+        if uses_ray_executor(group):
             # vLLM's Ray workers must land in the replica's own TP bundles (vllm#30016).
             vllm_config.parallel_config.placement_group = get_current_placement_group()
         self.engine = AsyncLLM.from_vllm_config(vllm_config)

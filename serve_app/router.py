@@ -177,6 +177,7 @@ class NodeGroupBalancer:
         self.in_flight = dict.fromkeys(self.handles, 0)
         self.running = dict.fromkeys(self.handles, 0)
         self.min_replicas = {g.name: g.autoscaling_config.min_replicas for g in groups}
+        self.cold_start_timeout = {g.name: g.cold_start_timeout_s for g in groups}
         self.seen_up: set[str] = set()  # groups this router has seen with a running replica
 
     def observe(self, group: str, running: int) -> None:
@@ -194,7 +195,9 @@ class NodeGroupBalancer:
         )
 
     def ready(self) -> bool:
-        return all(self.running.values())
+        """Every group that keeps a replica (min_replicas > 0) has one running. A group
+        that scales to zero is ready without: its requests wait for the cold start."""
+        return all(self.running[g] or not self.min_replicas[g] for g in self.handles)
 
     def down(self, group: str) -> bool:
         """A group that had a running replica has none, though it should (min_replicas >
@@ -376,12 +379,26 @@ class Router:
     async def _first_while_up(self, chunks: AsyncIterator[EngineChunk], group: str) -> EngineChunk:
         """The engine's first chunk. If the group goes down meanwhile (its replica died and
         Serve holds the call for the replacement, which takes minutes for a 72B model), 503
-        within one status refresh instead of the wait."""
+        within one status refresh instead of the wait. A request to a group scaling up from
+        zero waits for the cold start, up to the group's cold_start_timeout_s."""
+        loop = asyncio.get_running_loop()
+        cold_limit = self.balancer.cold_start_timeout[group]
+        cold_until = (
+            loop.time() + cold_limit
+            if cold_limit is not None and not self.balancer.running[group]
+            else float("inf")
+        )
         first = asyncio.ensure_future(anext(chunks))
         try:
             while not (await asyncio.wait({first}, timeout=DOWN_CHECK_S))[0]:
                 if self.balancer.down(group):
                     raise _unavailable(f"node group {group!r} lost its engine replica")
+                if loop.time() >= cold_until:
+                    raise _retry_shortly(
+                        f"node group {group!r} is scaling up from zero and no replica "
+                        f"started within its cold_start_timeout_s ({cold_limit:g} s)",
+                        "engine_unavailable",
+                    )
             return first.result()
         finally:
             first.cancel()  # a no-op once it is done

@@ -123,16 +123,22 @@ def test_group_options_carry_autoscaling_and_limits():
     assert (options["max_ongoing_requests"], options["max_queued_requests"]) == (48, 64)
 
 
-def test_engine_args_are_vllm_engine_args():
+def test_engine_args_are_vllm_engine_args(monkeypatch):
+    from serve_app import engine
     from serve_app.engine import engine_args_for
 
     _, config = load_serve_config(PRODUCTION_CONFIG)
     group = config.node_groups[0]
-    args = engine_args_for(config.model, config.model.source, group)
+    cuda = type("Cuda", (), {"is_cpu": lambda self: False})()
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "current_platform", cuda)
+        args = engine_args_for(config.model, config.model.source, group)
     assert (args.tensor_parallel_size, args.distributed_executor_backend) == (4, "ray")
     assert args.max_model_len == 32768 and args.enable_prefix_caching is True
     _, cpu = load_serve_config(CPU_CONFIG)
     assert engine_args_for(cpu.model, "x", cpu.node_groups[0]).distributed_executor_backend == "mp"
+    # vLLM's CPU build has no Ray executor: a GPU group on (fake) GPU nodes runs mp there.
+    assert engine_args_for(config.model, "x", group).distributed_executor_backend == "mp"
 
 
 def test_one_engine_deployment_per_node_group():
@@ -197,12 +203,18 @@ class TestBalancer:
         balancer.observe("h100", 0)
         assert balancer.down("h100")
 
-    def test_a_group_allowed_to_scale_to_zero_is_never_down(self):
-        groups = [gpu_group(name="h100", autoscaling_config={"min_replicas": 0})]
-        balancer = NodeGroupBalancer(groups, {"h100": object()})
+    def test_a_group_allowed_to_scale_to_zero_is_never_down_and_keeps_the_router_ready(self):
+        groups = [
+            gpu_group(name="h100", autoscaling_config={"min_replicas": 0}),
+            gpu_group(name="a100"),
+        ]
+        balancer = NodeGroupBalancer(groups, {"h100": object(), "a100": object()})
         balancer.observe("h100", 1)
         balancer.observe("h100", 0)
         assert not balancer.down("h100")  # a request waits for the cold start instead
+        assert not balancer.ready()  # a100 keeps a replica and has none yet
+        balancer.observe("a100", 1)
+        assert balancer.ready()  # h100 at zero does not hold the router's readiness
 
 
 def test_config_check_command_names_the_bad_field(tmp_path, capsys):
