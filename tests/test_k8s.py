@@ -392,3 +392,26 @@ def test_overlay_specifics() -> None:
     dev = rayservice("dev-cpu")
     assert list(worker_groups(dev)) == ["cpu"]
     assert all(gpus_per_pod(g) == 0 for g in worker_groups(dev).values())
+
+
+def test_the_autoscaling_scenarios_fake_nodes_mirror_the_h100_worker_group() -> None:
+    """loadtest/autoscale.py's fake GPU node stands for the h100-tp4 worker group, scaled
+    down: the same custom resources, replicas per node and maximum node count."""
+    from loadtest.autoscale import NODE_TYPE, app_args, node_types
+
+    service = rayservice("prod")
+    k8s_group = worker_groups(service)[NODE_TYPE]
+    (production,) = [g for g in app_config(service).node_groups if g.name == NODE_TYPE]
+    fake = node_types()[NODE_TYPE]
+    scenario = parse_app_config(app_args()).node_groups[0]
+    custom = {k: v for k, v in fake["resources"].items() if k not in ("CPU", "GPU")}
+    assert custom == declared_resources(k8s_group)
+    per_node = fake["resources"]["GPU"] // scenario.tensor_parallel_size
+    assert per_node == gpus_per_pod(k8s_group) // production.tensor_parallel_size
+    assert fake["max_workers"] == k8s_group["maxReplicas"]
+    # Every bundle of a node's worth of replicas fits on one fake node.
+    needed: dict[str, float] = {}
+    for bundle in placement_bundles(scenario) * per_node:
+        for key, amount in bundle.items():
+            needed[key] = needed.get(key, 0) + amount
+    assert all(amount <= fake["resources"][key] for key, amount in needed.items()), needed
