@@ -44,8 +44,11 @@ def timeline(tmp_path_factory) -> dict:
     finally:
         if scenario.poll() is None:
             scenario.kill()
-        FakeGpuCluster(address="", temp_dir=Path(temp_dir)).stop()  # anything left over
+        cluster = FakeGpuCluster(address="", temp_dir=Path(temp_dir))
+        left = [process.pid for process in cluster.processes()]
+        cluster.stop()  # whatever is left over, so a failure here leaks nothing either
     assert scenario.returncode == 0, output[-5000:]
+    assert not left, f"the scenario left its cluster's processes running: {left}"
     return {**json.loads((out / "timeline.json").read_text()), "plot": out / "timeline.png"}
 
 
