@@ -363,16 +363,36 @@ def test_sweep_recommends_settings_that_meet_the_goal():
 # Inputs and the command line
 
 
-def test_shipped_profile_and_bench_results_load():
+def test_shipped_profile_and_bench_results_load(tmp_path: Path):
     profile = ReplicaProfile.model_validate(yaml.safe_load((SHIPPED / "h100-tp4.yaml").read_text()))
     assert "ESTIMATE" in profile.description
     assert profile.at(0) == profile.at(1) and profile.at(1000) == profile.at(128)
     ttft, tpot = profile.at(20)
     assert 0.20 < ttft < 0.25 and 0.028 < tpot < 0.032
-    bench = ROOT / "bench-results" / "serving-20261127-142343" / "results.json"
+
+    # `make bench`'s results.json rows: the stack's, per concurrency and round, beside
+    # vLLM's own server's and the Locust client's, which the profile must ignore.
+    def row(system: str, concurrency: int, ttft_ms: float, tpot_ms: float, **more) -> dict:
+        return {
+            "system": system, "concurrency": concurrency,
+            "median_ttft_ms": ttft_ms, "median_tpot_ms": tpot_ms, **more,
+        }  # fmt: skip
+
+    bench = tmp_path / "results.json"
+    rows = [
+        row("stack", 1, 100, 20, round=0),
+        row("stack", 1, 120, 30, round=1),
+        row("stack", 1, 140, 25, round=2),
+        row("stack", 4, 200, 40),
+        row("vllm", 1, 1, 1),
+        row("stack", 1, 1, 1, client="locust"),
+    ]
+    bench.write_text(json.dumps({"rows": rows}))
     measured = capacity.profile_from_bench(bench, profile)
-    assert [p.concurrency for p in measured.latency] == [1, 4, 16]
-    assert measured.latency[0].tpot_s == pytest.approx(0.026694720031729148)
+    assert [(p.concurrency, p.ttft_s, p.tpot_s) for p in measured.latency] == [
+        (1, 0.12, 0.025),  # the median over rounds
+        (4, 0.2, 0.04),
+    ]
     assert measured.replica_startup_s == profile.replica_startup_s
 
 
