@@ -109,6 +109,7 @@ class Run:
     in_flight: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    cluster_metrics: list[dict[str, Any]] = field(default_factory=list)  # at the spike's peak
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 2)
@@ -193,7 +194,21 @@ def latest(run: Run) -> dict[str, Any]:
     return run.samples[-1] if run.samples else {}
 
 
-async def scenario(base_url: str, run: Run) -> None:
+def cluster_metrics(metrics_url: str) -> list[dict[str, Any]]:
+    """The head's `ray_cluster_*` series (nodes per node type, from the autoscaler's report),
+    which the Grafana dashboard plots and only a cluster with an autoscaler has."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    return [
+        {"name": s.name, "labels": s.labels, "value": s.value}
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("ray_cluster_")
+    ]
+
+
+async def scenario(base_url: str, metrics_url: str, run: Run) -> None:
     sampler = asyncio.create_task(sample(run))
     timeout = httpx.Timeout(COLD_START_TIMEOUT_S + 60, connect=10)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
@@ -213,6 +228,7 @@ async def scenario(base_url: str, run: Run) -> None:
         full = AUTOSCALING["max_replicas"]
         await until(lambda: latest(run).get("running_replicas") == full, SPIKE_MAX_S)
         await asyncio.sleep(SPIKE_HOLD_S)
+        run.cluster_metrics = await asyncio.to_thread(cluster_metrics, metrics_url)
         stop.set()
         await asyncio.gather(*users)
 
@@ -311,7 +327,7 @@ def main(argv: list[str]) -> int:
         ) as cluster:
             base_url = deploy(cluster)
             run = Run()
-            asyncio.run(scenario(base_url, run))
+            asyncio.run(scenario(base_url, cluster.metrics_url, run))
     finally:
         timeline = {
             "node_group": GROUP,
@@ -321,6 +337,7 @@ def main(argv: list[str]) -> int:
             "spike_clients": SPIKE_CLIENTS,
             "samples": run.samples,
             "requests": [asdict(o) for o in run.outcomes],
+            "cluster_metrics": run.cluster_metrics,
         }
         (options.out / "timeline.json").write_text(json.dumps(timeline, indent=1))
         if run.samples:

@@ -86,6 +86,7 @@ def autoscaler_config(
 class FakeGpuCluster:
     address: str
     temp_dir: Path
+    metrics_url: str = ""  # the head's Prometheus endpoint (Ray's, Serve's, the autoscaler's)
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this cluster: those started with its temp dir, and their
@@ -162,7 +163,9 @@ def fake_gpu_cluster(
         "--metrics-export-port": free_port(),
         "--ray-client-server-port": free_port(),
     }
-    cluster = FakeGpuCluster(address=address, temp_dir=root)
+    host = address.rsplit(":", 1)[0]
+    metrics_url = f"http://{host}:{ports['--metrics-export-port']}/metrics"
+    cluster = FakeGpuCluster(address=address, temp_dir=root, metrics_url=metrics_url)
     try:
         started = subprocess.run(
             [

@@ -145,7 +145,7 @@ class RequireApiKey:
             try:
                 key = authenticate(scope["app"].state.key_ring, authorization)
             except APIError as error:
-                await send_error(send, error)
+                await send_error(scope, send, error)
                 return
             scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)

@@ -15,8 +15,10 @@ def route_path(scope: Scope) -> str:
     return scope["path"].removeprefix(scope.get("root_path", "")) or "/"
 
 
-async def send_error(send: Send, error: APIError) -> None:
-    """An OpenAI-shaped error answered straight from ASGI middleware."""
+async def send_error(scope: Scope, send: Send, error: APIError) -> None:
+    """An OpenAI-shaped error answered straight from ASGI middleware; the request log and
+    the metrics see its code."""
+    scope.setdefault("state", {})["error"] = error.outcome
     body = json.dumps(error.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]

@@ -10,6 +10,7 @@ the replica's process tree, as Ray Serve LLM does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 
 from serve_app.config import ModelConfig, NodeGroupConfig
 from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError, TokenLogprob
+from serve_app.engine_metrics import RouterQueueTime, engine_stat_logger, keep_gauges_fresh
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,13 +57,17 @@ class EngineReplica:
         if uses_ray_executor(group):
             # vLLM's Ray workers must land in the replica's own TP bundles (vllm#30016).
             vllm_config.parallel_config.placement_group = get_current_placement_group()
-        self.engine = AsyncLLM.from_vllm_config(vllm_config)
+        stat_logger = engine_stat_logger(group.name)
+        self.engine = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[stat_logger])
+        self._gauges = asyncio.get_running_loop().create_task(keep_gauges_fresh(stat_logger))
+        self.router_queue_time = RouterQueueTime()
         # The model's generation_config.json defaults (Qwen2.5: temperature 0.7, ...).
         self.sampling_defaults = vllm_config.model_config.get_diff_sampling_param()
         self.sampling_defaults.pop("max_tokens", None)
         logger.info("engine for node group %r ready", group.name)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        self.router_queue_time.observe(request.dispatched_at)
         structured = request.structured_outputs
         params = SamplingParams(
             **{**self.sampling_defaults, **request.sampling},

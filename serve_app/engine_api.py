@@ -24,6 +24,9 @@ class EngineRequest:
     sampling: dict[str, Any] = field(default_factory=dict)
     # vLLM StructuredOutputsParams fields (json schema, json_object...), if any.
     structured_outputs: dict[str, Any] | None = None
+    # Wall-clock time the router sent it: the engine replica measures how long it waited in
+    # Serve's queue at the router for a free replica slot (serve_app.engine_metrics).
+    dispatched_at: float = 0.0
 
 
 class EngineChunk(NamedTuple):

@@ -76,7 +76,7 @@ class BodySizeLimit:
         limit = scope["app"].state.limits.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await send_error(send, _too_large(f"{int(declared)} bytes", limit))
+            await send_error(scope, send, _too_large(f"{int(declared)} bytes", limit))
             return
         messages: list[Message] = []
         size = 0
@@ -85,7 +85,7 @@ class BodySizeLimit:
             messages.append(message)
             size += len(message.get("body", b""))
             if size > limit:
-                await send_error(send, _too_large(f"over {limit} bytes", limit))
+                await send_error(scope, send, _too_large(f"over {limit} bytes", limit))
                 return
             if message["type"] != "http.request" or not message.get("more_body"):
                 break

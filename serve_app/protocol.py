@@ -327,3 +327,8 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return ErrorResponse(error=self.detail).model_dump()
+
+    @property
+    def outcome(self) -> str:
+        """What the request log and the metrics call it: the code, else the status."""
+        return self.detail.code or f"http_{self.status}"

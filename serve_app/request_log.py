@@ -1,4 +1,5 @@
-"""One structured log line per request, when its answer is done.
+"""One structured log line per request, and its metrics (serve_app.metrics), when its
+answer is done.
 
 ASGI middleware, outermost, so refusals by the other middleware (401, 413) get their line
 too. The handler fills `request.state` as it learns things (model, node group, tokens, the
@@ -69,6 +70,7 @@ class RequestLog:
         finally:
             path = route_path(scope)
             if path not in self.quiet_paths:
+                state["latency_s"] = time.perf_counter() - started
                 key = state.get("api_key")
                 fields: dict[str, Any] = {
                     "method": scope["method"],
@@ -76,10 +78,13 @@ class RequestLog:
                     "status": status or (499 if outcome == "client_gone" else 500),
                     "outcome": state.get("error") or outcome,
                     "key_id": key.id if key else None,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "latency_ms": round(state["latency_s"] * 1000, 1),
                     **{name: state[name] for name in FIELDS if name in state},
                 }
                 logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
+                metrics = getattr(scope["app"].state, "metrics", None)
+                if metrics is not None:  # set once the router replica has started
+                    metrics.record(path, fields["status"], fields["outcome"], state)
 
 
 async def count_chunks(
@@ -89,12 +94,16 @@ async def count_chunks(
     state.completion_tokens = 0
     try:
         async for chunk in chunks:
-            if not state.completion_tokens and chunk.num_tokens:
-                state.ttft_ms = round((time.perf_counter() - state.started) * 1000, 1)
+            if chunk.num_tokens:
+                since_start = time.perf_counter() - state.started
+                if not state.completion_tokens:
+                    state.first_token_s = since_start
+                    state.ttft_ms = round(since_start * 1000, 1)
+                state.last_token_s = since_start
             state.completion_tokens += chunk.num_tokens
             yield chunk
     except APIError as error:
-        state.error = error.detail.code or f"http_{error.status}"
+        state.error = error.outcome
         raise
     except (asyncio.CancelledError, GeneratorExit):
         state.error = "client_gone"  # the answer stopped being read mid-way

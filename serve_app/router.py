@@ -30,6 +30,7 @@ from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
 from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
 from serve_app.limits import BodySizeLimit, check_request, max_tokens_cap
+from serve_app.metrics import RouterMetrics
 from serve_app.prompt.step_by_step import StepByStepPolicy
 from serve_app.prompt.template import ChatTemplate, to_template_messages
 from serve_app.protocol import (
@@ -64,7 +65,7 @@ app.add_middleware(RequestLog, quiet_paths=OPEN_PATHS)
 
 @app.exception_handler(APIError)
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
-    request.state.error = error.detail.code or f"http_{error.status}"
+    request.state.error = error.outcome
     return JSONResponse(
         error.body(),
         status_code=error.status,
@@ -203,9 +204,7 @@ class NodeGroupBalancer:
         """A group that had a running replica has none, though it should (min_replicas >
         0): it died and Serve is replacing it. Requests would wait for the new one, so
         refuse them. A group not yet seen up (just deployed) is starting: requests wait."""
-        return (
-            self.running[group] == 0 and self.min_replicas[group] > 0 and group in self.seen_up
-        )
+        return self.running[group] == 0 and self.min_replicas[group] > 0 and group in self.seen_up
 
 
 @serve.deployment
@@ -221,6 +220,7 @@ class Router:
         self.vocab_size = len(self.template.tokenizer)  # once: it is the same every request
         self.balancer = NodeGroupBalancer(config.node_groups, engines)
         self.quotas = Quotas(replicas=config.router.num_replicas)
+        app.state.metrics = RouterMetrics(frozenset(route.path for route in app.routes))
         app.state.limits = config.limits
         app.state.key_ring = KeyRing.load(config.access)
         if app.state.key_ring.enabled:
@@ -330,6 +330,8 @@ class Router:
         if decision.applies:
             messages = self.policy.apply(messages)
         request.state.prompt_policy = "step-by-step" if decision.applies else "none"
+        request.state.prompt_policy_reason = decision.reason
+        request.state.stream, request.state.choices = body.stream, body.n
 
         spec, structured_outputs = plan_output(body)
         tools = body.tools if spec.tool_mode != "none" else None
@@ -348,6 +350,7 @@ class Router:
             stream=body.stream,
             sampling=sampling_fields(body),
             structured_outputs=structured_outputs,
+            dispatched_at=time.time(),
         )
         # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
         headers = {**_policy_headers(request), **self.quotas.headers(key)}

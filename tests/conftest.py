@@ -39,6 +39,7 @@ class Stack:
     base_url: str
     app_name: str
     config: AppConfig
+    metrics_url: str  # Ray's Prometheus endpoint on the node (router and engine metrics)
 
     def engine_handle(self, group: str):
         from ray import serve
@@ -99,8 +100,15 @@ def stack() -> Iterator[Stack]:
 
     document, config = load_serve_config(CPU_CONFIG)
     application = document["applications"][0]
-    port = free_port()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    port, metrics_port = free_port(), free_port()
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        # Processes report their metrics every second instead of every 10: tests scrape.
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(
@@ -110,7 +118,12 @@ def stack() -> Iterator[Stack]:
         )
         base_url = f"http://127.0.0.1:{port}"
         _wait_ready(base_url)
-        yield Stack(base_url=base_url, app_name=application["name"], config=config)
+        yield Stack(
+            base_url=base_url,
+            app_name=application["name"],
+            config=config,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        )
     finally:
         serve.shutdown()
         ray.shutdown()

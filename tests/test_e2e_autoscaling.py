@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.autoscale import AUTOSCALING, SPIKE_CLIENTS
+from loadtest.autoscale import AUTOSCALING, NODE_TYPE, SPIKE_CLIENTS
 from loadtest.fake_cluster import FakeGpuCluster
 
 from .conftest import ROOT
@@ -97,3 +97,15 @@ def test_after_the_load_serve_scales_to_zero_and_the_idle_nodes_are_removed(time
 
 def test_the_timeline_is_plotted(timeline):
     assert timeline["plot"].stat().st_size > 10_000
+
+
+def test_the_head_exports_nodes_per_worker_group_for_the_dashboard(timeline):
+    """The dashboard's GPU-node panel (ray_cluster_*; the CPU stack has no autoscaler, so
+    tests/test_e2e_metrics.py leaves these to this test), scraped at the spike's peak."""
+    from .test_e2e_metrics import AUTOSCALER_METRICS
+
+    series = timeline["cluster_metrics"]
+    assert {s["name"] for s in series} >= AUTOSCALER_METRICS
+    active = [s for s in series if s["name"] == "ray_cluster_active_nodes"]
+    by_type = {s["labels"].get("node_type"): s["value"] for s in active}
+    assert by_type[NODE_TYPE] == 2, by_type
