@@ -183,7 +183,9 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
     kinds = {doc["kind"] for doc in docs}
     assert {"RayService", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
     assert "Secret" not in kinds, "secrets are applied by hand from secrets.example.yaml"
-    assert "ConfigMap" not in kinds, "the serve-config ConfigMap is kustomize-local only"
+    config_maps = [doc["metadata"]["name"] for doc in docs if doc["kind"] == "ConfigMap"]
+    # The serve-config ConfigMap is kustomize-local only: its content is in the RayService.
+    assert config_maps == ["athene-grafana-dashboard"]
     for doc in docs:
         where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] in ("RayService", "RayCluster"):
@@ -415,3 +417,28 @@ def test_the_autoscaling_scenarios_fake_nodes_mirror_the_h100_worker_group() -> 
         for key, amount in bundle.items():
             needed[key] = needed.get(key, 0) + amount
     assert all(amount <= fake["resources"][key] for key, amount in needed.items()), needed
+
+
+def test_the_grafana_dashboard_is_provisioned_and_well_formed() -> None:
+    """Grafana's sidecar imports ConfigMaps labelled grafana_dashboard=1; every panel reads
+    the dashboard's datasource variable, and every query has an id and an expression.
+    (tests/test_e2e_metrics.py checks that the queried metrics exist.)"""
+    (config_map,) = [
+        doc
+        for doc in render("prod")
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "athene-grafana-dashboard"
+    ]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["athene.json"])
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "node_group"} <= variables
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    graphs = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert len(graphs) >= 12
+    for panel in graphs:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["description"], panel["title"]
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(refs) == len(set(refs)) and all(t["expr"] for t in panel["targets"])
