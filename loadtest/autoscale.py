@@ -109,7 +109,7 @@ class Run:
     in_flight: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
-    cluster_metrics: list[dict[str, Any]] = field(default_factory=list)  # at the spike's peak
+    cluster_metric_names: set[str] = field(default_factory=set)  # ray_cluster_* seen
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 2)
@@ -142,9 +142,31 @@ def observe() -> dict[str, Any]:
     }
 
 
-async def sample(run: Run) -> None:
+def node_metrics(metrics_url: str) -> tuple[set[str], dict[str, float]]:
+    """The head's `ray_cluster_*` series (from the autoscaler's report), which the Grafana
+    dashboard plots: the names on the scrape, and this node type's active/pending counts."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    series = [
+        s
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("ray_cluster_")
+    ]
+    counts = {
+        f"metric_{s.name.removeprefix('ray_cluster_')}": s.value
+        for s in series
+        if s.labels.get("node_type") == NODE_TYPE
+    }
+    return {s.name for s in series}, counts
+
+
+async def sample(run: Run, metrics_url: str) -> None:
     while True:
         state = await asyncio.to_thread(observe)
+        names, counts = await asyncio.to_thread(node_metrics, metrics_url)
+        run.cluster_metric_names |= names
         ok = sum(o.status == 200 for o in run.outcomes)
         run.samples.append(
             {
@@ -154,6 +176,7 @@ async def sample(run: Run) -> None:
                 "answered": ok,
                 "failed": len(run.outcomes) - ok,
                 **state,
+                **counts,
             }
         )
         await asyncio.sleep(1)
@@ -194,22 +217,8 @@ def latest(run: Run) -> dict[str, Any]:
     return run.samples[-1] if run.samples else {}
 
 
-def cluster_metrics(metrics_url: str) -> list[dict[str, Any]]:
-    """The head's `ray_cluster_*` series (nodes per node type, from the autoscaler's report),
-    which the Grafana dashboard plots and only a cluster with an autoscaler has."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(metrics_url, timeout=10).text
-    return [
-        {"name": s.name, "labels": s.labels, "value": s.value}
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.startswith("ray_cluster_")
-    ]
-
-
 async def scenario(base_url: str, metrics_url: str, run: Run) -> None:
-    sampler = asyncio.create_task(sample(run))
+    sampler = asyncio.create_task(sample(run, metrics_url))
     timeout = httpx.Timeout(COLD_START_TIMEOUT_S + 60, connect=10)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
         await until(lambda: len(run.samples) >= 3, 10)  # a few samples at rest first
@@ -228,7 +237,6 @@ async def scenario(base_url: str, metrics_url: str, run: Run) -> None:
         full = AUTOSCALING["max_replicas"]
         await until(lambda: latest(run).get("running_replicas") == full, SPIKE_MAX_S)
         await asyncio.sleep(SPIKE_HOLD_S)
-        run.cluster_metrics = await asyncio.to_thread(cluster_metrics, metrics_url)
         stop.set()
         await asyncio.gather(*users)
 
@@ -337,7 +345,7 @@ def main(argv: list[str]) -> int:
             "spike_clients": SPIKE_CLIENTS,
             "samples": run.samples,
             "requests": [asdict(o) for o in run.outcomes],
-            "cluster_metrics": run.cluster_metrics,
+            "cluster_metric_names": sorted(run.cluster_metric_names),
         }
         (options.out / "timeline.json").write_text(json.dumps(timeline, indent=1))
         if run.samples:
