@@ -15,7 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application, Deployment
 
-from serve_app.config import AppConfig, NodeGroupConfig, parse_app_config
+from serve_app.config import AppConfig, NodeGroupConfig, TracingConfig, parse_app_config
 from serve_app.devmodel import resolve_source
 from serve_app.engine import EngineReplica
 from serve_app.router import Router
@@ -33,7 +33,17 @@ def placement_bundles(group: NodeGroupConfig) -> list[dict[str, float]]:
     return bundles
 
 
-def engine_deployment_options(group: NodeGroupConfig) -> dict[str, Any]:
+def engine_tracing_env(group: NodeGroupConfig, tracing: TracingConfig) -> dict[str, str]:
+    """vLLM's exporter speaks gRPC unless told otherwise; ours is OTLP/HTTP everywhere."""
+    if tracing.otlp_endpoint is None:
+        return {}
+    return {
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": f"athene-engine-{group.name}",
+    }
+
+
+def engine_deployment_options(group: NodeGroupConfig, tracing: TracingConfig) -> dict[str, Any]:
     options: dict[str, Any] = {
         "name": group.name,
         "autoscaling_config": group.autoscaling_config.model_dump(exclude_unset=True),
@@ -44,7 +54,7 @@ def engine_deployment_options(group: NodeGroupConfig) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": group.graceful_shutdown_timeout_s,
         "ray_actor_options": {
             "num_cpus": group.num_cpus,
-            "runtime_env": {"env_vars": group.env},
+            "runtime_env": {"env_vars": {**engine_tracing_env(group, tracing), **group.env}},
         },
     }
     if group.uses_gpus:
@@ -58,8 +68,8 @@ def build_graph(config: AppConfig) -> Application:
     source = resolve_source(config.model.source)
     engines = {
         group.name: serve.deployment(EngineReplica)
-        .options(**engine_deployment_options(group))
-        .bind(config.model, source, group)
+        .options(**engine_deployment_options(group, config.tracing))
+        .bind(config.model, source, group, config.tracing)
         for group in config.node_groups
     }
     return router_deployment(config).bind(config, engines)

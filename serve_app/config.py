@@ -20,7 +20,14 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 # Engine arguments that the model section owns: one value for every node group.
 MODEL_OWNED_ENGINE_ARGS = frozenset(
-    {"model", "tokenizer", "served_model_name", "max_model_len", "tensor_parallel_size"}
+    {
+        "model",
+        "tokenizer",
+        "served_model_name",
+        "max_model_len",
+        "tensor_parallel_size",
+        "otlp_traces_endpoint",  # the tracing section's, for the router and every engine
+    }
 )
 
 
@@ -114,6 +121,19 @@ class RequestLimits(Strict):
     max_tools_bytes: int = Field(256 * 1024, gt=0, description="JSON size of all tool schemas")
 
 
+class TracingConfig(Strict):
+    """OpenTelemetry traces (serve_app.tracing): off unless an endpoint is given."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces; the "
+        "router and every engine replica send their spans there",
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of new traces kept (a caller's decision wins)"
+    )
+
+
 class NodeGroupConfig(Strict):
     """One GPU node group: one engine deployment whose replicas run on it."""
 
@@ -162,6 +182,7 @@ class AppConfig(Strict):
     router: RouterConfig = RouterConfig()
     access: AccessConfig = AccessConfig()
     limits: RequestLimits = RequestLimits()
+    tracing: TracingConfig = TracingConfig()
     node_groups: list[NodeGroupConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from serve_app.config import ModelConfig, NodeGroupConfig
+from serve_app.config import ModelConfig, NodeGroupConfig, TracingConfig
 from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError, TokenLogprob
 from serve_app.engine_metrics import RouterQueueTime, engine_stat_logger, keep_gauges_fresh
 
@@ -36,7 +36,9 @@ def uses_ray_executor(group: NodeGroupConfig) -> bool:
     return group.uses_gpus and not current_platform.is_cpu()
 
 
-def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> AsyncEngineArgs:
+def engine_args_for(
+    model: ModelConfig, source: str, group: NodeGroupConfig, tracing: TracingConfig
+) -> AsyncEngineArgs:
     return AsyncEngineArgs(
         model=source,
         tokenizer=model.tokenizer or source,
@@ -44,6 +46,7 @@ def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> 
         max_model_len=model.max_model_len,
         tensor_parallel_size=group.tensor_parallel_size,
         distributed_executor_backend="ray" if uses_ray_executor(group) else "mp",
+        otlp_traces_endpoint=tracing.otlp_endpoint,
         **group.engine_args,
     )
 
@@ -51,9 +54,11 @@ def engine_args_for(model: ModelConfig, source: str, group: NodeGroupConfig) -> 
 class EngineReplica:
     """A Serve deployment class; serve_app.app gives it its name and resources per group."""
 
-    def __init__(self, model: ModelConfig, source: str, group: NodeGroupConfig) -> None:
+    def __init__(
+        self, model: ModelConfig, source: str, group: NodeGroupConfig, tracing: TracingConfig
+    ) -> None:
         logger.info("loading the engine for node group %r (%s)", group.name, source)
-        vllm_config = engine_args_for(model, source, group).create_engine_config()
+        vllm_config = engine_args_for(model, source, group, tracing).create_engine_config()
         if uses_ray_executor(group):
             # vLLM's Ray workers must land in the replica's own TP bundles (vllm#30016).
             vllm_config.parallel_config.placement_group = get_current_placement_group()
@@ -79,7 +84,10 @@ class EngineReplica:
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.
         outputs = self.engine.generate(
-            tokens_input(request.prompt_token_ids), params, request.request_id
+            tokens_input(request.prompt_token_ids),
+            params,
+            request.request_id,
+            trace_headers=request.trace_headers,
         )
         try:
             async for output in outputs:

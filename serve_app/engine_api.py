@@ -27,6 +27,8 @@ class EngineRequest:
     # Wall-clock time the router sent it: the engine replica measures how long it waited in
     # Serve's queue at the router for a free replica slot (serve_app.engine_metrics).
     dispatched_at: float = 0.0
+    # W3C trace headers of the router's span (serve_app.tracing): vLLM's span joins it.
+    trace_headers: dict[str, str] | None = None
 
 
 class EngineChunk(NamedTuple):

@@ -1,5 +1,5 @@
-"""One structured log line per request, and its metrics (serve_app.metrics), when its
-answer is done.
+"""One structured log line per request, its metrics (serve_app.metrics) and its trace span
+(serve_app.tracing), when its answer is done.
 
 ASGI middleware, outermost, so refusals by the other middleware (401, 413) get their line
 too. The handler fills `request.state` as it learns things (model, node group, tokens, the
@@ -34,6 +34,7 @@ FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "ttft_ms",
+    "response_id",
     "prompt",
 )
 
@@ -44,13 +45,20 @@ class RequestLog:
         self.quiet_paths = quiet_paths  # probes: polled every few seconds, not worth a line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in self.quiet_paths:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         state = scope.setdefault("state", {})
         state["started"] = started
         status = 0
+        tracing = getattr(scope["app"].state, "tracing", None)
+        span = None
+        if tracing is not None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            span = tracing.start(scope["method"], path, headers)
+            state["trace_headers"] = tracing.headers_for(span)
 
         async def watched(message: Message) -> None:
             nonlocal status
@@ -68,23 +76,23 @@ class RequestLog:
             outcome = "crashed"
             raise
         finally:
-            path = route_path(scope)
-            if path not in self.quiet_paths:
-                state["latency_s"] = time.perf_counter() - started
-                key = state.get("api_key")
-                fields: dict[str, Any] = {
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status or (499 if outcome == "client_gone" else 500),
-                    "outcome": state.get("error") or outcome,
-                    "key_id": key.id if key else None,
-                    "latency_ms": round(state["latency_s"] * 1000, 1),
-                    **{name: state[name] for name in FIELDS if name in state},
-                }
-                logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
-                metrics = getattr(scope["app"].state, "metrics", None)
-                if metrics is not None:  # set once the router replica has started
-                    metrics.record(path, fields["status"], fields["outcome"], state)
+            state["latency_s"] = time.perf_counter() - started
+            key = state.get("api_key")
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": path,
+                "status": status or (499 if outcome == "client_gone" else 500),
+                "outcome": state.get("error") or outcome,
+                "key_id": key.id if key else None,
+                "latency_ms": round(state["latency_s"] * 1000, 1),
+                **{name: state[name] for name in FIELDS if name in state},
+            }
+            logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
+            metrics = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:  # set once the router replica has started
+                metrics.record(path, fields["status"], fields["outcome"], state)
+            if span is not None:
+                tracing.finish(span, fields["status"], fields["outcome"], fields)
 
 
 async def count_chunks(

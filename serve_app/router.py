@@ -43,6 +43,7 @@ from serve_app.protocol import (
 from serve_app.request_log import RequestLog, count_chunks
 from serve_app.responses import ResponseWriter
 from serve_app.sampling import plan_output, sampling_fields
+from serve_app.tracing import Tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -221,6 +222,7 @@ class Router:
         self.balancer = NodeGroupBalancer(config.node_groups, engines)
         self.quotas = Quotas(replicas=config.router.num_replicas)
         app.state.metrics = RouterMetrics(frozenset(route.path for route in app.routes))
+        app.state.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
         app.state.limits = config.limits
         app.state.key_ring = KeyRing.load(config.access)
         if app.state.key_ring.enabled:
@@ -338,7 +340,7 @@ class Router:
         prompt = self.template.render(messages, tools, body.chat_template_kwargs)
         prompt_ids = self.template.encode(prompt)
         request.state.prompt_tokens = len(prompt_ids)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        request_id = request.state.response_id = f"chatcmpl-{uuid.uuid4().hex}"
         max_tokens = self._max_tokens(
             len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
         )
@@ -351,6 +353,7 @@ class Router:
             sampling=sampling_fields(body),
             structured_outputs=structured_outputs,
             dispatched_at=time.time(),
+            trace_headers=getattr(request.state, "trace_headers", None),
         )
         # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
         headers = {**_policy_headers(request), **self.quotas.headers(key)}

@@ -8,7 +8,13 @@ import copy
 import pytest
 
 from serve_app.app import build_app, engine_deployment_options
-from serve_app.config import ConfigError, NodeGroupConfig, load_serve_config, parse_app_config
+from serve_app.config import (
+    ConfigError,
+    NodeGroupConfig,
+    TracingConfig,
+    load_serve_config,
+    parse_app_config,
+)
 from serve_app.router import NodeGroupBalancer
 
 from .conftest import CPU_CONFIG, ROOT
@@ -87,7 +93,7 @@ def gpu_group(**overrides) -> NodeGroupConfig:
 
 
 def test_gpu_group_reserves_one_strict_pack_bundle_per_tp_rank():
-    options = engine_deployment_options(gpu_group())
+    options = engine_deployment_options(gpu_group(), TracingConfig())
     assert options["name"] == "h100-tp4"
     assert options["placement_group_strategy"] == "STRICT_PACK"
     assert options["placement_group_bundles"] == [
@@ -103,7 +109,7 @@ def test_gpu_group_reserves_one_strict_pack_bundle_per_tp_rank():
 
 def test_cpu_group_has_no_placement_group_and_carries_its_env():
     _, config = load_serve_config(CPU_CONFIG)
-    options = engine_deployment_options(config.node_groups[0])
+    options = engine_deployment_options(config.node_groups[0], config.tracing)
     assert "placement_group_bundles" not in options
     assert options["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
@@ -114,7 +120,7 @@ def test_group_options_carry_autoscaling_and_limits():
         max_ongoing_requests=48,
         max_queued_requests=64,
     )
-    options = engine_deployment_options(group)
+    options = engine_deployment_options(group, TracingConfig())
     assert options["autoscaling_config"] == {
         "min_replicas": 0,
         "max_replicas": 3,
@@ -132,13 +138,19 @@ def test_engine_args_are_vllm_engine_args(monkeypatch):
     cuda = type("Cuda", (), {"is_cpu": lambda self: False})()
     with monkeypatch.context() as patch:
         patch.setattr(engine, "current_platform", cuda)
-        args = engine_args_for(config.model, config.model.source, group)
+        args = engine_args_for(config.model, config.model.source, group, config.tracing)
     assert (args.tensor_parallel_size, args.distributed_executor_backend) == (4, "ray")
     assert args.max_model_len == 32768 and args.enable_prefix_caching is True
     _, cpu = load_serve_config(CPU_CONFIG)
-    assert engine_args_for(cpu.model, "x", cpu.node_groups[0]).distributed_executor_backend == "mp"
+    cpu_group = cpu.node_groups[0]
+    assert (
+        engine_args_for(cpu.model, "x", cpu_group, cpu.tracing).distributed_executor_backend == "mp"
+    )
     # vLLM's CPU build has no Ray executor: a GPU group on (fake) GPU nodes runs mp there.
-    assert engine_args_for(config.model, "x", group).distributed_executor_backend == "mp"
+    assert (
+        engine_args_for(config.model, "x", group, config.tracing).distributed_executor_backend
+        == "mp"
+    )
 
 
 def test_one_engine_deployment_per_node_group():
@@ -225,3 +237,26 @@ def test_config_check_command_names_the_bad_field(tmp_path, capsys):
     assert main([str(CPU_CONFIG), str(PRODUCTION_CONFIG)]) == 0
     assert main([str(bad)]) == 1
     assert "model.max_model_len: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_tracing_reaches_every_engine_from_one_setting():
+    from serve_app.engine import engine_args_for
+
+    args = cpu_args()
+    args["tracing"] = {"otlp_endpoint": "http://collector:4318/v1/traces"}
+    config = parse_app_config(args)
+    group = config.node_groups[0]
+    engine_args = engine_args_for(config.model, "x", group, config.tracing)
+    assert engine_args.otlp_traces_endpoint == "http://collector:4318/v1/traces"
+    env = engine_deployment_options(group, config.tracing)["ray_actor_options"]["runtime_env"]
+    assert env["env_vars"]["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    assert env["env_vars"]["OTEL_SERVICE_NAME"] == "athene-engine-cpu"
+    # Off by default: no endpoint, no exporter settings.
+    default = parse_app_config(cpu_args())
+    assert engine_args_for(default.model, "x", group, default.tracing).otlp_traces_endpoint is None
+    options = engine_deployment_options(group, default.tracing)
+    assert "OTEL_SERVICE_NAME" not in options["ray_actor_options"]["runtime_env"]["env_vars"]
+    # The engines' endpoint comes from the tracing section only.
+    args["node_groups"][0]["engine_args"]["otlp_traces_endpoint"] = "http://elsewhere"
+    with pytest.raises(ConfigError, match="otlp_traces_endpoint belong"):
+        parse_app_config(args)
