@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest autoscale
+.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest autoscale dashboard
 
 install: $(STAMP)
 
@@ -62,6 +62,12 @@ bench: devmodel
 AUTOSCALE_OUT ?= docs/autoscaling
 autoscale: devmodel
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m loadtest.autoscale --out $(AUTOSCALE_OUT)
+
+# The Grafana dashboard rendered from a real scrape of the CPU stack under traffic, through a
+# real Prometheus (Debian: apt-get install prometheus); about 6 min.
+DASHBOARD_OUT ?= docs/observability/dashboard.png
+dashboard: devmodel
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m loadtest.dashboard --out $(DASHBOARD_OUT)
 
 # Regenerate the RayService's serveConfigV2 files (k8s/base/serve-config.yaml and the
 # dev-cpu overlay's) from serve_config.yaml / serve_config.cpu.yaml.

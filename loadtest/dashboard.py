@@ -1,0 +1,248 @@
+"""The Grafana dashboard (k8s/base/dashboards/athene.json), rendered from a real scrape.
+
+    python -m loadtest.dashboard --out docs/observability/dashboard.png   (about 6 minutes)
+
+It starts the CPU stack (serve_config.cpu.yaml, with API keys on, so refusals show), a real
+Prometheus (Debian's `prometheus` package: `apt-get install prometheus`) scraping Ray's
+metrics endpoint every 2 s, and drives a few minutes of mixed traffic: streams and
+non-streamed answers, math and small talk, a long shared document (prefix-cache hits),
+callers without a key and requests for an unknown model. Then it runs every panel's own
+PromQL through Prometheus over that window and draws the panels in the dashboard's layout
+with matplotlib: the dashboard as Grafana would show it, without Grafana (which no package
+registry reachable here ships).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from loadtest.fake_cluster import free_port
+from serve_app.access import digest
+from serve_app.config import load_serve_config
+from serve_app.serve_env import SERVE_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "k8s" / "base" / "dashboards" / "athene.json"
+KEY = "sk-athene-dashboard"
+RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval is at a 2 s scrape and this zoom
+STEP_S = 5
+# (seconds, concurrent users): a ramp up, a peak, a lull.
+PHASES = [(45, 1), (60, 4), (60, 8), (45, 2), (30, 0)]
+PROMPTS = [
+    "How many r's are in the word strawberry?",
+    "What is 17 times 23?",
+    "Hello there! How are you today?",
+    "Write a haiku about the sea.",
+    "If a train leaves at 3pm going 60 mph, when has it covered 150 miles?",
+    "The lighthouse keeper wrote in his log every evening. " * 60 + "Summarize.",
+]
+
+
+@contextmanager
+def cpu_stack(workdir: Path) -> Iterator[tuple[str, int]]:
+    """The CPU app on free ports, API keys on, metrics reported every second: (url, port)."""
+    import os
+
+    os.environ.update(SERVE_ENV)
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    document, _ = load_serve_config(ROOT / "serve_config.cpu.yaml")
+    args = copy.deepcopy(document["applications"][0]["args"])
+    keys = workdir / "keys.yaml"
+    keys.write_text(yaml.safe_dump([{"id": "dashboard", "sha256": digest(KEY)}]))
+    args["access"] = {"keys_file": str(keys)}
+    port, metrics_port = free_port(), free_port()
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(args), name="athene", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 600
+        while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the stack did not get ready"
+            time.sleep(1)
+        yield url, metrics_port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@contextmanager
+def prometheus(workdir: Path, target_port: int) -> Iterator[str]:
+    """A Prometheus scraping Ray's endpoint every 2 s; its HTTP API's URL."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise SystemExit("needs Prometheus on PATH: apt-get install prometheus")
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "2s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "ray",
+                        "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("w"),
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def traffic(url: str) -> None:
+    """PHASES of closed-loop users; each request a draw from the mix."""
+    rng = random.Random(0)
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+        async def one() -> None:
+            draw = rng.random()
+            headers = {"Authorization": f"Bearer {KEY}"} if draw > 0.05 else {}  # 5%: no key
+            body: dict[str, Any] = {
+                "model": "athene-v2-chat" if draw > 0.1 or draw <= 0.05 else "gpt-4",
+                "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
+                "max_tokens": rng.choice([16, 32, 64]),
+                "stream": draw > 0.3,
+            }
+            try:
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as response:
+                    await response.aread()
+            except httpx.HTTPError as error:  # shown on the dashboard, not fatal here
+                print(f"request failed: {error!r}", file=sys.stderr)
+
+        for seconds, users in PHASES:
+            until = time.monotonic() + seconds
+
+            async def user(until: float = until) -> None:
+                while time.monotonic() < until:
+                    await one()
+
+            await asyncio.gather(*(user() for _ in range(users)), asyncio.sleep(seconds))
+
+
+def query_range(api: str, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+    expr = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$node_group", ".*")
+    answer = httpx.get(
+        f"{api}/api/v1/query_range",
+        params={"query": expr, "start": start, "end": end, "step": STEP_S},
+        timeout=30,
+    ).json()
+    if answer["status"] != "success":
+        raise RuntimeError(f"{expr}: {answer}")
+    return answer["data"]["result"]
+
+
+def legend(template: str, labels: dict[str, str]) -> str:
+    for key, value in labels.items():
+        template = template.replace(f"{{{{{key}}}}}", value)
+    return template
+
+
+def render(dashboard: dict[str, Any], api: str, start: float, end: float, out: Path) -> None:
+    """The panels in the dashboard's grid (24 columns), each line one series of its query."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    rows = sorted({p["gridPos"]["y"] for p in panels})
+    figure = Figure(figsize=(18, 4 * len(rows) + 0.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(
+        f"{dashboard['title']}: rendered from Prometheus over {int(end - start)} s of traffic"
+        " on the CPU stack",
+        fontsize=15,
+        fontweight="bold",
+    )
+    grid = figure.add_gridspec(len(rows), 24)
+    for panel in panels:
+        pos = panel["gridPos"]
+        axes = figure.add_subplot(grid[rows.index(pos["y"]), pos["x"] : pos["x"] + pos["w"]])
+        for target in panel["targets"]:
+            for series in query_range(api, target["expr"], start, end):
+                points = [(float(t) - start, float(v)) for t, v in series["values"]]
+                points = [(t, v) for t, v in points if v == v]  # NaN: no data there
+                if points:
+                    times, values = zip(*points, strict=True)
+                    axes.plot(times, values, label=legend(target["legendFormat"], series["metric"]))
+        axes.set_title(panel["title"], fontsize=11, fontweight="bold", loc="left")
+        unit = panel["fieldConfig"]["defaults"].get("unit")
+        if unit == "percentunit":
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+        elif unit in ("s", "reqps"):
+            axes.set_ylabel("seconds" if unit == "s" else "per second", fontsize=9)
+        axes.set_xlim(0, end - start)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.tick_params(labelsize=8)
+        if axes.lines:
+            axes.legend(fontsize=7, loc="upper left")
+        else:
+            axes.text(0.5, 0.5, "no data", ha="center", transform=axes.transAxes, color="grey")
+    figure.savefig(out, dpi=80)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.dashboard", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    options = parser.parse_args(argv)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    dashboard = json.loads(DASHBOARD.read_text())
+    workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
+    try:
+        with cpu_stack(workdir) as (url, metrics_port), prometheus(workdir, metrics_port) as api:
+            start = time.time()
+            asyncio.run(traffic(url))
+            end = time.time()
+            time.sleep(4)  # the last scrape
+            render(dashboard, api, start, end, options.out)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"==> {options.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
