@@ -180,40 +180,57 @@ def legend(template: str, labels: dict[str, str]) -> str:
     return template
 
 
-def render(dashboard: dict[str, Any], api: str, start: float, end: float, out: Path) -> None:
-    """The panels in the dashboard's grid (24 columns), each line one series of its query."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
-
-    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
-    rows = sorted({p["gridPos"]["y"] for p in panels})
-    figure = Figure(figsize=(18, 4 * len(rows) + 0.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    figure.suptitle(
-        f"{dashboard['title']}: rendered from Prometheus over {int(end - start)} s of traffic"
-        " on the CPU stack",
-        fontsize=15,
-        fontweight="bold",
-    )
-    grid = figure.add_gridspec(len(rows), 24)
-    for panel in panels:
-        pos = panel["gridPos"]
-        axes = figure.add_subplot(grid[rows.index(pos["y"]), pos["x"] : pos["x"] + pos["w"]])
+def collect(dashboard: dict[str, Any], api: str, start: float, end: float) -> dict[str, Any]:
+    """Every panel's series over the window: what the picture is drawn from (kept as JSON)."""
+    panels = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        lines = []
         for target in panel["targets"]:
             for series in query_range(api, target["expr"], start, end):
                 points = [(float(t) - start, float(v)) for t, v in series["values"]]
                 points = [(t, v) for t, v in points if v == v]  # NaN: no data there
                 if points:
-                    times, values = zip(*points, strict=True)
-                    axes.plot(times, values, label=legend(target["legendFormat"], series["metric"]))
-        axes.set_title(panel["title"], fontsize=11, fontweight="bold", loc="left")
+                    label = legend(target["legendFormat"], series["metric"])
+                    lines.append({"label": label, "points": points})
         unit = panel["fieldConfig"]["defaults"].get("unit")
-        if unit == "percentunit":
+        panels.append(
+            {"title": panel["title"], "grid": panel["gridPos"], "unit": unit, "lines": lines}
+        )
+    return {"title": dashboard["title"], "seconds": end - start, "panels": panels}
+
+
+def draw(data: dict[str, Any], out: Path) -> None:
+    """The panels in the dashboard's grid (24 columns), each line one series of its query."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    rows = sorted({p["grid"]["y"] for p in data["panels"]})
+    figure = Figure(figsize=(20, 4.2 * len(rows) + 0.8))
+    FigureCanvasAgg(figure)
+    figure.suptitle(
+        f"{data['title']}: rendered from Prometheus over {data['seconds']:.0f} s of traffic"
+        " on the CPU stack",
+        fontsize=15,
+        fontweight="bold",
+    )
+    grid = figure.add_gridspec(
+        len(rows), 24, left=0.04, right=0.99, top=0.95, bottom=0.03, wspace=4, hspace=0.35
+    )
+    for panel in data["panels"]:
+        pos = panel["grid"]
+        axes = figure.add_subplot(grid[rows.index(pos["y"]), pos["x"] : pos["x"] + pos["w"]])
+        for line in panel["lines"]:
+            times, values = zip(*line["points"], strict=True)
+            axes.plot(times, values, label=line["label"])
+        axes.set_title(panel["title"], fontsize=11, fontweight="bold", loc="left")
+        if panel["unit"] == "percentunit":
             axes.yaxis.set_major_formatter(PercentFormatter(1.0))
-        elif unit in ("s", "reqps"):
-            axes.set_ylabel("seconds" if unit == "s" else "per second", fontsize=9)
-        axes.set_xlim(0, end - start)
+        elif panel["unit"] in ("s", "reqps"):
+            axes.set_ylabel("seconds" if panel["unit"] == "s" else "per second", fontsize=9)
+        axes.set_xlim(0, data["seconds"])
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
         axes.tick_params(labelsize=8)
@@ -227,20 +244,29 @@ def render(dashboard: dict[str, Any], api: str, start: float, end: float, out: P
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.dashboard", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument(
+        "--redraw", action="store_true", help="draw again from the series saved beside --out"
+    )
     options = parser.parse_args(argv)
     options.out.parent.mkdir(parents=True, exist_ok=True)
-    dashboard = json.loads(DASHBOARD.read_text())
-    workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
-    try:
-        with cpu_stack(workdir) as (url, metrics_port), prometheus(workdir, metrics_port) as api:
-            start = time.time()
-            asyncio.run(traffic(url))
-            end = time.time()
-            time.sleep(4)  # the last scrape
-            render(dashboard, api, start, end, options.out)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print(f"==> {options.out}")
+    saved = options.out.with_suffix(".json")  # the series the picture is drawn from
+    if not options.redraw:
+        dashboard = json.loads(DASHBOARD.read_text())
+        workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
+        try:
+            with (
+                cpu_stack(workdir) as (url, metrics_port),
+                prometheus(workdir, metrics_port) as api,
+            ):
+                start = time.time()
+                asyncio.run(traffic(url))
+                end = time.time()
+                time.sleep(4)  # the last scrape
+                saved.write_text(json.dumps(collect(dashboard, api, start, end)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    draw(json.loads(saved.read_text()), options.out)
+    print(f"==> {options.out} (series: {saved})")
     return 0
 
 
