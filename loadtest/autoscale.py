@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import signal
 import sys
@@ -32,10 +31,9 @@ from typing import Any
 import httpx
 
 from loadtest.fake_cluster import FakeGpuCluster, fake_gpu_cluster, free_port
-from serve_app.config import load_serve_config
+from loadtest.local_stack import cpu_app_args
 from serve_app.serve_env import SERVE_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
 APP = "athene"
 GROUP = "h100"
 NODE_TYPE = "h100-tp4"  # the k8s worker group this fake node type stands for
@@ -78,8 +76,7 @@ def node_types() -> dict[str, dict[str, Any]]:
 
 def app_args() -> dict[str, Any]:
     """serve_config.cpu.yaml's app with its node group turned into a fake-GPU group."""
-    document, _ = load_serve_config(ROOT / "serve_config.cpu.yaml")
-    args = copy.deepcopy(document["applications"][0]["args"])
+    args = cpu_app_args()
     group = args["node_groups"][0]
     group.update(
         name=GROUP,

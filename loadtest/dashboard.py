@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import random
 import shutil
@@ -33,9 +32,8 @@ import httpx
 import yaml
 
 from loadtest.fake_cluster import free_port
+from loadtest.local_stack import cpu_app_args, local_stack
 from serve_app.access import digest
-from serve_app.config import load_serve_config
-from serve_app.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "k8s" / "base" / "dashboards" / "athene.json"
@@ -54,47 +52,19 @@ PROMPTS = [
 ]
 
 
-@contextmanager
-def cpu_stack(workdir: Path) -> Iterator[tuple[str, int]]:
-    """The CPU app on free ports, API keys on, metrics reported every second: (url, port)."""
-    import os
-
-    os.environ.update(SERVE_ENV)
-    import ray
-    from ray import serve
-
-    from serve_app.app import build_app
-
-    document, _ = load_serve_config(ROOT / "serve_config.cpu.yaml")
-    args = copy.deepcopy(document["applications"][0]["args"])
+def keyed_args(workdir: Path) -> dict[str, Any]:
+    """The CPU app's args with API keys on (one key, KEY), so refusals show."""
+    args = cpu_app_args()
     keys = workdir / "keys.yaml"
     keys.write_text(yaml.safe_dump([{"id": "dashboard", "sha256": digest(KEY)}]))
     args["access"] = {"keys_file": str(keys)}
-    port, metrics_port = free_port(), free_port()
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(args), name="athene", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 600
-        while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "the stack did not get ready"
-            time.sleep(1)
-        yield url, metrics_port
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    return args
 
 
 @contextmanager
-def prometheus(workdir: Path, target_port: int) -> Iterator[str]:
+def prometheus(workdir: Path, metrics_url: str) -> Iterator[str]:
     """A Prometheus scraping Ray's endpoint every 2 s; its HTTP API's URL."""
+    target = metrics_url.removeprefix("http://").removesuffix("/metrics")
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("needs Prometheus on PATH: apt-get install prometheus")
@@ -106,7 +76,7 @@ def prometheus(workdir: Path, target_port: int) -> Iterator[str]:
                 "scrape_configs": [
                     {
                         "job_name": "ray",
-                        "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                        "static_configs": [{"targets": [target]}],
                     }
                 ],
             }
@@ -255,8 +225,8 @@ def main(argv: list[str]) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
         try:
             with (
-                cpu_stack(workdir) as (url, metrics_port),
-                prometheus(workdir, metrics_port) as api,
+                local_stack(keyed_args(workdir)) as (url, metrics_url),
+                prometheus(workdir, metrics_url) as api,
             ):
                 start = time.time()
                 asyncio.run(traffic(url))

@@ -3,24 +3,19 @@ tiny dev model) starts once per session and is always shut down, even on failure
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from loadtest.local_stack import CPU_CONFIG, cpu_app_args, local_stack, wait_ready
 from serve_app.config import AppConfig, load_serve_config, parse_app_config
 from serve_app.devmodel import ensure_dev_model
-from serve_app.serve_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
-READY_TIMEOUT_S = 600
 
 
 def free_port() -> int:
@@ -63,8 +58,7 @@ class Stack:
 
         from serve_app.app import router_deployment
 
-        document, _ = load_serve_config(CPU_CONFIG)
-        config = parse_app_config({**document["applications"][0]["args"], **sections})
+        config = parse_app_config({**cpu_app_args(), **sections})
         engines = engines or {"cpu": self.engine_handle("cpu")}
         serve.run(
             router_deployment(config).bind(config, engines),
@@ -73,8 +67,22 @@ class Stack:
             logging_config=logging_config,
         )
         url = f"{self.base_url}/{name}"
-        _wait_ready(url)  # its view of the engine replicas is fresh
+        wait_ready(url)  # its view of the engine replicas is fresh
         return url
+
+    @contextmanager
+    def app(self, name: str, args: dict) -> Iterator[str]:
+        """A second application (its own engines) built from `args` at /`name` beside this
+        stack, deleted afterwards: its base URL."""
+        from ray import serve
+
+        from serve_app.app import build_app
+
+        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+        try:
+            yield f"{self.base_url}/{name}"
+        finally:
+            serve.delete(name)
 
     @contextmanager
     def router_app(self, name: str, **options) -> Iterator[str]:
@@ -91,56 +99,6 @@ class Stack:
 def stack() -> Iterator[Stack]:
     """`serve_config.cpu.yaml`, deployed through the real builder on free ports, with the
     Serve settings `make serve` and the KubeRay pods use (serve_app.serve_env)."""
-    saved = {key: os.environ.get(key) for key in SERVE_ENV}
-    os.environ.update(SERVE_ENV)  # before Ray starts: its processes read them at start-up
-    import ray
-    from ray import serve
-
-    from serve_app.app import build_app
-
-    document, config = load_serve_config(CPU_CONFIG)
-    application = document["applications"][0]
-    port, metrics_port = free_port(), free_port()
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-        # Processes report their metrics every second instead of every 10: tests scrape.
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app(application["args"]),
-            name=application["name"],
-            route_prefix=application["route_prefix"],
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_ready(base_url)
-        yield Stack(
-            base_url=base_url,
-            app_name=application["name"],
-            config=config,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-        )
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _wait_ready(base_url: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"the stack at {base_url} was not ready within {READY_TIMEOUT_S} s")
+    _, config = load_serve_config(CPU_CONFIG)
+    with local_stack(cpu_app_args()) as (base_url, metrics_url):
+        yield Stack(base_url=base_url, app_name="athene", config=config, metrics_url=metrics_url)

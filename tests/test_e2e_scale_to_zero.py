@@ -9,7 +9,6 @@ test_e2e_autoscaling.py.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +17,8 @@ import httpx
 import pytest
 from ray import serve
 
-from serve_app.config import load_serve_config
+from loadtest.local_stack import cpu_app_args
 from serve_app.engine_api import EngineChunk, EngineRequest
-
-from .conftest import CPU_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +50,7 @@ AUTOSCALING = {
 @contextmanager
 def scale_to_zero_app(stack, name: str, cold_start_timeout_s: float) -> Iterator[str]:
     """A router app in front of a SlowStartEngine group that scales to zero, at /`name`."""
-    document, _ = load_serve_config(CPU_CONFIG)
-    group = copy.deepcopy(document["applications"][0]["args"]["node_groups"][0])
+    group = cpu_app_args()["node_groups"][0]
     group.update(autoscaling_config=AUTOSCALING, cold_start_timeout_s=cold_start_timeout_s)
     engine = serve.deployment(SlowStartEngine).options(
         name="cpu", autoscaling_config=AUTOSCALING, ray_actor_options={"num_cpus": 0}

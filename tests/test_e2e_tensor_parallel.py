@@ -7,16 +7,11 @@ the session's Ray cluster and removes it afterwards.
 
 from __future__ import annotations
 
-import copy
-
 import httpx
 import pytest
 from ray import serve
 
-from serve_app.app import build_app
-from serve_app.config import load_serve_config
-
-from .conftest import CPU_CONFIG
+from loadtest.local_stack import cpu_app_args
 
 pytestmark = pytest.mark.e2e
 
@@ -25,17 +20,13 @@ APP = "tp2"
 
 @pytest.fixture(scope="module")
 def tp2_url(stack):
-    document, _ = load_serve_config(CPU_CONFIG)
-    args = copy.deepcopy(document["applications"][0]["args"])
+    args = cpu_app_args()
     group = args["node_groups"][0]
     group.update(name="cpu-tp2", tensor_parallel_size=2)
     # One core list per rank: without it vLLM refuses to start two CPU workers here.
     group["env"]["VLLM_CPU_OMP_THREADS_BIND"] = "0|1"
-    serve.run(build_app(args), name=APP, route_prefix=f"/{APP}")
-    try:
-        yield f"{stack.base_url}/{APP}"
-    finally:
-        serve.delete(APP)
+    with stack.app(APP, args) as url:
+        yield url
 
 
 def test_tp2_replica_serves_a_chat_completion(stack, tp2_url):

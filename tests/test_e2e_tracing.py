@@ -8,7 +8,6 @@ to the session's stack, and removes it afterwards.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from ray import serve
 
-from serve_app.app import build_app
-from serve_app.config import load_serve_config
-
-from .conftest import CPU_CONFIG
+from loadtest.local_stack import cpu_app_args
 
 pytestmark = pytest.mark.e2e
 
@@ -73,17 +68,15 @@ def _value(value) -> object:
 def traced(stack) -> Iterator[tuple[str, Receiver]]:
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    document, _ = load_serve_config(CPU_CONFIG)
-    args = copy.deepcopy(document["applications"][0]["args"])
+    args = cpu_app_args()
     endpoint = f"http://127.0.0.1:{receiver.server_address[1]}/v1/traces"
     args["tracing"] = {"otlp_endpoint": endpoint}
     # The engine's batch exporter sends every 0.1 s instead of 5 s: the test waits less.
     args["node_groups"][0]["env"]["OTEL_BSP_SCHEDULE_DELAY"] = "100"
-    serve.run(build_app(args), name=APP, route_prefix=f"/{APP}")
     try:
-        yield f"{stack.base_url}/{APP}", receiver
+        with stack.app(APP, args) as url:
+            yield url, receiver
     finally:
-        serve.delete(APP)
         receiver.shutdown()
 
 
