@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint devmodel install clean bench-prompt bench loadtest autoscale dashboard
+.PHONY: serve test test-fast lint devmodel install clean bench-prompt bench loadtest autoscale dashboard
 
 install: $(STAMP)
 
@@ -31,17 +31,26 @@ devmodel: $(STAMP)
 	@echo "==> building the dev model (tiny Qwen2, dummy weights, real Qwen tokenizer)"
 	@$(PY) -m serve_app.devmodel
 
+# Ports of the local stack: the API's comes from the config (8000) unless HTTP_PORT is set;
+# the metrics and dashboard ports are Ray's and KubeRay's defaults.
+HTTP_PORT ?=
+METRICS_PORT ?= 8080
+DASHBOARD_PORT ?= 8265
 serve: devmodel
 	@$(PY) -m serve_app.config $(CONFIG)
-	@echo "==> starting Ray and serving $(CONFIG); loading the engine takes about a minute."
-	@echo "    Wait for 'ready' in the log, then send a first request (see README)."
-	PATH="$(abspath $(VENV))/bin:$$PATH" env $$($(PY) -m serve_app.serve_env) $(VENV)/bin/serve run $(CONFIG)
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m serve_app.launch $(CONFIG) \
+	  $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) --metrics-port $(METRICS_PORT) \
+	  --dashboard-port $(DASHBOARD_PORT)
 
 test: devmodel
 	@echo "==> lint"
 	$(VENV)/bin/ruff check .
 	@echo "==> tests (the end-to-end ones start Ray Serve with the real engine on the CPU)"
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the unit tests plus one end-to-end chat through the real stack (< 3 min).
+test-fast: devmodel
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not e2e or smoke" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -92,3 +101,10 @@ loadtest: $(STAMP)
 	  -t $(DURATION) --workload $(WORKLOAD) --slo-file $(SLO) --run-dir $$run \
 	  --csv $$run/locust --only-summary $(LOCUST_ARGS); \
 	code=$$?; echo "==> report: open $$run/report.html"; exit $$code
+
+# The reference in docs/ as a site (MkDocs, Material theme), strict: a broken link or a page
+# missing from the nav fails. Output: build/site/index.html.
+# Phony: docs/ is also a directory, which make would otherwise take as the target, up to date.
+.PHONY: docs
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site

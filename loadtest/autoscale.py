@@ -50,6 +50,7 @@ AUTOSCALING = {
 }
 NODE_IDLE_TIMEOUT_S = 6
 COLD_START_TIMEOUT_S = 300
+COLD_START_SETTLE_S = 60  # the controller lists a replica RUNNING a few seconds after it answers
 SPIKE_CLIENTS = 8
 SPIKE_HOLD_S = 20  # keep the load on this long once every replica and node is up
 SPIKE_MAX_S = 420
@@ -222,6 +223,9 @@ async def scenario(base_url: str, metrics_url: str, run: Run) -> None:
 
         run.phase = "cold start"
         await chat(client, run)
+        # The answer can come before the controller lists its replica RUNNING: the cold
+        # start ends once a sample shows the replica up on its node, not at a lucky second.
+        await until(lambda: latest(run).get("running_replicas") == 1, COLD_START_SETTLE_S)
 
         run.phase = "spike"
         stop = asyncio.Event()

