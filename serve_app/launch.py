@@ -44,6 +44,7 @@ def try_request(base_url: str, model: str) -> str:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "How many r are in strawberry?"}],
+        "max_tokens": 64,  # the dev model's random weights never stop on their own
     }
     return (
         f"curl {base_url}/v1/chat/completions -H 'Content-Type: application/json' "
