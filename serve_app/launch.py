@@ -180,7 +180,8 @@ def serve_config(
         while True:
             time.sleep(3600)
     except StopRequestedError:
-        say("==> stopping Serve and Ray (requests in flight get their graceful shutdown time)")
+        # Serve's direct ingress holds the router open 30 s for load balancers to notice.
+        say("==> stopping Serve and Ray (about 30 s: the router drains as behind a balancer)")
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
