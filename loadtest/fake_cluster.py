@@ -82,6 +82,47 @@ def autoscaler_config(
     }
 
 
+def processes_under(temp_dir: Path) -> list[psutil.Process]:
+    """Every process of the Ray cluster started with `--temp-dir=temp_dir`: those whose
+    command line names that dir (gcs_server, raylet, dashboard, workers...) and their
+    children (replica actors' engine processes, fake nodes' workers). This process is
+    never among them."""
+    marker = str(temp_dir)
+    roots: list[psutil.Process] = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in process.info["cmdline"] or ()):
+                roots.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found = {p.pid: p for p in roots}
+    for process in roots:
+        try:
+            found.update({c.pid: c for c in process.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop_processes_under(temp_dir: Path, grace_s: float = 10, rounds: int = 3) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`, to that cluster's processes only: never
+    `ray stop`, which stops every Ray on the host. Again while any is left: a raylet may
+    have been starting a worker as it was stopped."""
+    for _ in range(rounds):
+        processes = processes_under(temp_dir)
+        if not processes:
+            return
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=grace_s)
+        for process in alive:
+            with suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+
 @dataclass
 class FakeGpuCluster:
     address: str
@@ -89,36 +130,10 @@ class FakeGpuCluster:
     metrics_url: str = ""  # the head's Prometheus endpoint (Ray's, Serve's, the autoscaler's)
 
     def processes(self) -> list[psutil.Process]:
-        """Every process of this cluster: those started with its temp dir, and their
-        children (replica actors' engine processes, fake nodes' workers)."""
-        marker = str(self.temp_dir)
-        roots: list[psutil.Process] = []
-        for process in psutil.process_iter(["cmdline"]):
-            try:
-                if any(marker in part for part in process.info["cmdline"] or ()):
-                    roots.append(process)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        found = {p.pid: p for p in roots}
-        for process in roots:
-            try:
-                found.update({c.pid: c for c in process.children(recursive=True)})
-            except psutil.NoSuchProcess:
-                continue
-        found.pop(os.getpid(), None)
-        return list(found.values())
+        return processes_under(self.temp_dir)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s, to this cluster's processes only."""
-        processes = self.processes()
-        for process in processes:
-            with suppress(psutil.NoSuchProcess):
-                process.terminate()
-        _, alive = psutil.wait_procs(processes, timeout=10)
-        for process in alive:
-            with suppress(psutil.NoSuchProcess):
-                process.kill()
-        psutil.wait_procs(alive, timeout=5)
+        stop_processes_under(self.temp_dir)
 
 
 @contextmanager

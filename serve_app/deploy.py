@@ -1,4 +1,5 @@
-"""Where the RayService stands, read from the status KubeRay v1.7 keeps on it.
+"""Where the RayService stands, read from the status KubeRay v1.7 keeps on it, or from the
+Ray dashboard's Serve REST API that KubeRay itself reads.
 
 `kubectl describe rayservice` dumps that status as one long YAML tree; this answers the
 questions an operator has after `kubectl apply`: does it serve, is an upgrade running,
@@ -8,18 +9,35 @@ a100-tp8), the ingress deployment is `router`.
 
     python -m serve_app.deploy status [--namespace NS] [--name NAME]
     python -m serve_app.deploy wait [--timeout SECONDS] [--namespace NS] [--name NAME]
+    python -m serve_app.deploy status --dashboard http://HEAD:8265
+    python -m serve_app.deploy wait --dashboard http://HEAD:8265 [--timeout SECONDS]
+
+With --dashboard (no Kubernetes credentials needed: a port-forward to the head's 8265, a
+VM cluster, a test) it asks the dashboard what the operator asks it,
+`GET /api/serve/applications/?api_type=declarative`, and turns the answer into the
+status the operator would write: each application's and deployment's status and message
+(`applicationStatuses`), the Serve proxies that are HEALTHY as serve endpoints, Ready once
+there is one and every deployment has a running replica (or is HEALTHY at zero). The same
+lines and exit codes follow; worker pods are not visible that way. With Ray token auth on,
+the token is taken from RAY_AUTH_TOKEN or the file RAY_AUTH_TOKEN_PATH, as Ray's clients do.
 
 Exit codes: 0 ready (`wait`: settled, see Summary.settled); 1 not ready, failed or timed
-out; 2 no cluster to ask (no kubeconfig, not in a pod, connection refused, access denied).
+out; 2 no cluster to ask (no kubeconfig, not in a pod, connection refused, access denied,
+no Ray dashboard at that address).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 GROUP, VERSION = "ray.io", "v1"
@@ -31,6 +49,16 @@ REQUEST_TIMEOUT_S = 15
 TERMINAL_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
 # A status message (often a replica's traceback) is cut to its head and tail.
 MESSAGE_HEAD_LINES, MESSAGE_TAIL_LINES = 2, 4
+
+# What KubeRay's dashboard client asks the head (ray-operator/controllers/ray/utils/
+# dashboardclient/dashboard_httpclient.go: ServeDetailsPath, APITypeParam, setAuthHeader).
+SERVE_DETAILS_PATH = "/api/serve/applications/"
+SERVE_DETAILS_QUERY = "api_type=declarative"
+AUTH_HEADER = "x-ray-authorization"
+# KubeRay's key for an application deployed without a name (utils.DefaultServeAppName).
+DEFAULT_APP_NAME = "default"
+# Marks a RayService-shaped document built from a dashboard's answer; the value is its URL.
+DASHBOARD_ANNOTATION = "athene-serve/dashboard"
 
 Doc = dict[str, Any]
 # A RayService object and the RayCluster objects its status names, by cluster name.
@@ -103,6 +131,14 @@ class Summary:
     generation: int
     observed_generation: int
     clusters: tuple[Cluster, ...]
+    # The dashboard URL when read from the Serve REST API instead of the RayService.
+    dashboard: str = ""
+
+    @property
+    def subject(self) -> str:
+        if self.dashboard:
+            return f"Serve at {self.dashboard}"
+        return f"RayService {self.namespace}/{self.name}"
 
     @property
     def is_ready(self) -> bool:
@@ -224,6 +260,7 @@ def summarize(rayservice: Doc, rayclusters: Mapping[str, Doc] | None = None) -> 
         generation=int(metadata.get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
         clusters=tuple(cluster for cluster in clusters if cluster is not None),
+        dashboard=(metadata.get("annotations") or {}).get(DASHBOARD_ANNOTATION, ""),
     )
 
 
@@ -250,7 +287,7 @@ def headline(summary: Summary) -> str:
         verdict = "READY"
     else:
         verdict = f"NOT READY ({summary.ready.reason or 'no Ready condition yet'})"
-    parts = [f"RayService {summary.namespace}/{summary.name}: {verdict}"]
+    parts = [f"{summary.subject}: {verdict}"]
     parts.append(f"{summary.serve_endpoints} serve endpoints")
     if summary.upgrading:
         parts.append("upgrade in progress")
@@ -269,12 +306,16 @@ def _condition_line(kind: str, condition: Condition) -> str:
     return f"{line} {condition.message}" if condition.message else line
 
 
-def _cluster_lines(cluster: Cluster) -> list[str]:
+def _cluster_lines(cluster: Cluster, pods_visible: bool = True) -> list[str]:
     name = cluster.name or "(no longer tracked by KubeRay; last reported status)"
-    lines = [
-        f"{cluster.role} cluster {name}: {cluster.state or 'not ready'}, "
-        f"{cluster.ready_workers}/{cluster.desired_workers} worker pods ready"
-    ]
+    if pods_visible:
+        pods = (
+            f"{cluster.state or 'not ready'}, "
+            f"{cluster.ready_workers}/{cluster.desired_workers} worker pods ready"
+        )
+    else:
+        pods = "pods not visible through the dashboard"
+    lines = [f"{cluster.role} cluster {name}: {pods}"]
     lines += [f"  ! {problem}" for problem in cluster.problems]
     lines += [
         f"  worker group {group.name}: replicas {group.replicas} "
@@ -308,7 +349,7 @@ def render(summary: Summary) -> str:
     if not summary.clusters:
         lines.append("no Ray cluster yet")
     for cluster in summary.clusters:
-        lines += _cluster_lines(cluster)
+        lines += _cluster_lines(cluster, pods_visible=not summary.dashboard)
     return "\n".join(lines)
 
 
@@ -368,6 +409,144 @@ def api_fetch() -> Fetch:
             if cluster_name and (raycluster := get(namespace, "rayclusters", cluster_name)):
                 rayclusters[cluster_name] = raycluster
         return rayservice, rayclusters
+
+    return fetch
+
+
+# ---- the Ray dashboard's Serve REST API, for clusters without Kubernetes credentials -----
+
+
+def application_statuses(details: Doc) -> Doc:
+    """`applicationStatuses` as KubeRay writes them from the dashboard's answer
+    (rayservice_controller.go, getAndCheckServeStatus): each application's status and
+    message and each of its deployments' (`serveDeploymentStatuses`), empty ones left out
+    as Go's omitempty does."""
+
+    def entry(item: Doc) -> Doc:
+        return {key: item[key] for key in ("status", "message") if item.get(key)}
+
+    statuses = {}
+    for name, app in (details.get("applications") or {}).items():
+        status = entry(app)
+        deployments = app.get("deployments") or {}
+        if deployments:
+            status["serveDeploymentStatuses"] = {d: entry(v) for d, v in deployments.items()}
+        statuses[name or DEFAULT_APP_NAME] = status
+    return statuses
+
+
+def _not_serving(details: Doc) -> str:
+    """What can answer nothing yet, "" when everything can: applications without
+    deployments (being built) and deployments neither HEALTHY (which may be at zero
+    replicas by design) nor with a RUNNING replica (an in-place update keeps its old ones)."""
+    unbuilt, idle = [], []
+    for app_name, app in (details.get("applications") or {}).items():
+        app_name = app_name or DEFAULT_APP_NAME
+        deployments = app.get("deployments") or {}
+        if not deployments:
+            unbuilt.append(app_name)
+        idle += [
+            f"{app_name}/{name}"
+            for name, deployment in deployments.items()
+            if deployment.get("status") != "HEALTHY"
+            and not any(r.get("state") == "RUNNING" for r in deployment.get("replicas") or ())
+        ]
+    parts = [f"{', '.join(unbuilt)} (no deployments yet)"] if unbuilt else []
+    parts += [f"{', '.join(idle)} (no running replica)"] if idle else []
+    return f"not serving yet: {'; '.join(parts)}" if parts else ""
+
+
+def dashboard_rayservice(details: Doc, url: str) -> Doc:
+    """The RayService status KubeRay would write for the one cluster whose dashboard gave
+    `details` (its answer to GET /api/serve/applications/). KubeRay counts as serve
+    endpoints the pods whose Serve proxy is healthy; here, the proxies Serve reports
+    HEALTHY. It keeps Ready False (Initializing) until the applications first run and True
+    while an endpoint exists; a single answer has no history, so Ready here needs an
+    endpoint and a running replica (or HEALTHY at zero) in every deployment."""
+    applications = application_statuses(details)
+    proxies = (details.get("proxies") or {}).values()
+    endpoints = sum(1 for proxy in proxies if proxy.get("status") == "HEALTHY")
+    not_serving = _not_serving(details)
+    if not applications:
+        ready, reason, message = "False", "Initializing", "no Serve application deployed yet"
+    elif not_serving:
+        ready, reason, message = "False", "Initializing", not_serving
+    elif not endpoints:
+        ready, reason, message = "False", "ZeroServeEndpoints", "no HEALTHY Serve proxy"
+    else:
+        ready, reason, message = "True", "NonZeroServeEndpoints", ""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RayService",
+        "metadata": {"annotations": {DASHBOARD_ANNOTATION: url}},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": ready, "reason": reason, "message": message},
+                # One cluster, the one asked: nothing pending.
+                {"type": "UpgradeInProgress", "status": "False", "reason": "NoPendingCluster"},
+            ],
+            "numServeEndpoints": endpoints,
+            "activeServiceStatus": {"rayClusterName": url, "applicationStatuses": applications},
+        },
+    }
+
+
+def _auth_token() -> str:
+    """Ray's token, where Ray's own clients look for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+    if not token and path:
+        try:
+            token = Path(path).read_text()
+        except OSError as error:
+            raise NoClusterError(f"cannot read RAY_AUTH_TOKEN_PATH {path}: {error}") from None
+    return token.strip()
+
+
+def dashboard_url(address: str) -> str:
+    """http://HOST:PORT without a trailing slash; `HOST:PORT` alone means http."""
+    return (address if "://" in address else f"http://{address}").rstrip("/")
+
+
+def serve_details(address: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Doc:
+    """The dashboard's answer to the GET KubeRay sends, as a dict; NoClusterError (one line)
+    when nothing answers there, or not like a Ray dashboard."""
+    url = dashboard_url(address)
+    request = urllib.request.Request(f"{url}{SERVE_DETAILS_PATH}?{SERVE_DETAILS_QUERY}")
+    if token := _auth_token():
+        request.add_header(AUTH_HEADER, f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        text = error.read().decode(errors="replace").strip()
+        detail = text.splitlines()[0][:200] if text else ""
+        raise NoClusterError(
+            f"the Ray dashboard at {url} answered {error.code} {error.reason}"
+            + (f": {detail}" if detail else "")
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        # Refused, unknown host, timed out, a malformed URL: the cause is what helps.
+        detail = getattr(error, "reason", None) or error
+        raise NoClusterError(f"cannot reach the Ray dashboard at {url}: {detail}") from None
+    try:
+        details = json.loads(body)
+    except ValueError:
+        details = None
+    if not isinstance(details, dict) or "applications" not in details:
+        raise NoClusterError(
+            f"{url} did not answer like a Ray dashboard: no Serve details at {SERVE_DETAILS_PATH}"
+        )
+    return details
+
+
+def dashboard_fetch(address: str) -> Fetch:
+    """A Fetch on a Ray dashboard: the RayService KubeRay would write from its answer (the
+    namespace and name are not asked)."""
+    url = dashboard_url(address)
+
+    def fetch(namespace: str, name: str) -> Observed:
+        return dashboard_rayservice(serve_details(url), url), {}
 
     return fetch
 
@@ -435,6 +614,12 @@ def main(argv: list[str] | None = None, fetch: Fetch | None = None) -> int:
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--namespace", "-n", default=DEFAULT_NAMESPACE)
     target.add_argument("--name", default=DEFAULT_NAME, help="the RayService")
+    target.add_argument(
+        "--dashboard",
+        metavar="URL",
+        help="read Serve's status from the Ray dashboard at URL (http://HOST:8265), as the "
+        "operator does, instead of the RayService: no Kubernetes credentials needed",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", parents=[target], help="print the status; exit 0 if ready")
     waiting = commands.add_parser("wait", parents=[target], help="poll until settled")
@@ -443,7 +628,8 @@ def main(argv: list[str] | None = None, fetch: Fetch | None = None) -> int:
     waiting.add_argument("--interval", type=float, default=10, metavar="SECONDS")
     args = parser.parse_args(argv)
     try:
-        fetch = fetch or api_fetch()
+        if fetch is None:
+            fetch = dashboard_fetch(args.dashboard) if args.dashboard else api_fetch()
         if args.command == "status":
             return status(fetch, args.namespace, args.name)
         return wait(fetch, args.namespace, args.name, args.timeout, args.interval)

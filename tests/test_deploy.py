@@ -1,15 +1,20 @@
 """`python -m serve_app.deploy` on recorded RayService objects (tests/data/rayservice/),
 whose status must validate against the KubeRay v1.7.0 CRD so the fixtures stay what the
-operator writes, plus the no-cluster path (exit 2, one line, no traceback). No cluster
-needed."""
+operator writes, plus the no-cluster path (exit 2, one line, no traceback). With
+--dashboard, on the Ray dashboard's recorded answers to KubeRay's
+`GET /api/serve/applications/?api_type=declarative` (tests/data/serve_details/), served by
+a local stub so the real HTTP path runs. No cluster needed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -24,6 +29,13 @@ from .test_k8s import crds_dir, strict
 
 RECORDED = ROOT / "tests/data/rayservice"
 SCENARIOS = ("healthy", "initializing", "upgrading", "failed")
+# The dev-cpu overlay's serveConfigV2 submitted to a Ray 2.60 head the way KubeRay submits it
+# (tests/test_e2e_kuberay_submit.py), the dashboard's answers recorded, then trimmed to what
+# a reader needs (the app's args, topology and controller metrics dropped): a config with a
+# typo (deploy_failed), the good one while being built (building), while its engine replica
+# starts (starting) and settled (running); and a redeploy whose old replicas still serve
+# (updating).
+SERVE_DETAILS = ROOT / "tests/data/serve_details"
 
 
 def recorded(scenario: str) -> deploy.Observed:
@@ -233,5 +245,217 @@ def test_connection_refused(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == (
         f"error: cannot reach the Kubernetes API at https://127.0.0.1:{port}: "
+        "[Errno 111] Connection refused\n"
+    )
+
+
+# ---- --dashboard: the Serve REST API, as KubeRay reads it --------------------------------
+
+
+def serve_details(name: str) -> dict:
+    return json.loads((SERVE_DETAILS / f"{name}.json").read_text())
+
+
+class DashboardStub:
+    """A local HTTP server answering like a Ray dashboard: each GET gets the next of
+    `answers` (status, body), the last one forever; the requests it saw are kept."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, str]] = [(200, json.dumps(serve_details("running")))]
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stub.requests.append((self.path, dict(self.headers)))
+                status, body = stub.answers[0] if len(stub.answers) == 1 else stub.answers.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def serve(self, *names: str) -> None:
+        self.answers = [(200, json.dumps(serve_details(name))) for name in names]
+
+
+@pytest.fixture
+def dashboard(monkeypatch: pytest.MonkeyPatch) -> Iterator[DashboardStub]:
+    for variable in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(variable, raising=False)
+    stub = DashboardStub()
+    stub.thread.start()
+    try:
+        yield stub
+    finally:
+        stub.server.shutdown()
+        stub.server.server_close()
+
+
+def test_recorded_details_convert_to_statuses_the_crd_accepts() -> None:
+    """The converted status is in the shape KubeRay writes: it validates against the CRD."""
+    schema = status_validator("rayservices")
+    for name in ("deploy_failed", "building", "starting", "running", "updating"):
+        status = deploy.dashboard_rayservice(serve_details(name), "http://h:8265")["status"]
+        # Conditions aside: KubeRay's carry a lastTransitionTime no single answer has.
+        status = {key: value for key, value in status.items() if key != "conditions"}
+        errors = sorted(schema.iter_errors(status), key=str)
+        assert not errors, f"{name}: " + "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_application_statuses_copy_what_the_operator_copies() -> None:
+    assert deploy.application_statuses(serve_details("starting")) == {
+        "athene": {
+            "status": "DEPLOYING",
+            "serveDeploymentStatuses": {
+                "cpu": {"status": "UPDATING"},
+                "router": {"status": "UPDATING"},
+            },
+        }
+    }
+    # An application without a name is KubeRay's "default".
+    details = {"applications": {"": {"status": "RUNNING", "deployments": {}}}}
+    assert deploy.application_statuses(details) == {"default": {"status": "RUNNING"}}
+
+
+def test_dashboard_status_settled(capsys: pytest.CaptureFixture[str], dashboard) -> None:
+    code = deploy.main(["status", "--dashboard", dashboard.url])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines == [
+        f"Serve at {dashboard.url}: READY, 1 serve endpoints",
+        "  Ready: True (NonZeroServeEndpoints)",
+        "  UpgradeInProgress: False (NoPendingCluster)",
+        f"active cluster {dashboard.url}: pods not visible through the dashboard",
+        "  app athene: RUNNING",
+        "    cpu: HEALTHY",
+        "    router: HEALTHY",
+    ]
+    # Exactly the operator's request: its path and query, no token when none is set.
+    ((path, headers),) = dashboard.requests
+    assert path == "/api/serve/applications/?api_type=declarative"
+    assert "x-ray-authorization" not in {key.lower() for key in headers}
+    assert deploy.summarize(*deploy.dashboard_fetch(dashboard.url)("", "")).settled
+
+
+def test_dashboard_token_header_as_the_operator_sends_it(
+    capsys: pytest.CaptureFixture[str], dashboard, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
+    assert deploy.main(["status", "--dashboard", dashboard.url.removeprefix("http://")]) == 0
+    (_, headers), *_ = dashboard.requests
+    assert {k.lower(): v for k, v in headers.items()}["x-ray-authorization"] == "Bearer s3cret"
+
+
+def test_dashboard_status_while_the_engine_starts(
+    capsys: pytest.CaptureFixture[str], dashboard
+) -> None:
+    dashboard.serve("starting")
+    code = deploy.main(["status", "--dashboard", dashboard.url])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0] == f"Serve at {dashboard.url}: NOT READY (Initializing), 1 serve endpoints"
+    assert lines[1] == (
+        "  Ready: False (Initializing) not serving yet: athene/cpu, athene/router "
+        "(no running replica)"
+    )
+    assert lines[4:] == ["  app athene: DEPLOYING", "    cpu: UPDATING", "    router: UPDATING"]
+
+
+def test_dashboard_status_while_the_app_is_built(
+    capsys: pytest.CaptureFixture[str], dashboard
+) -> None:
+    dashboard.serve("building")
+    assert deploy.main(["status", "--dashboard", dashboard.url]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "  Ready: False (Initializing) not serving yet: athene (no deployments yet)"
+    assert "  app athene: DEPLOYING" in lines
+
+
+def test_dashboard_status_deploy_failed_keeps_the_cause(
+    capsys: pytest.CaptureFixture[str], dashboard
+) -> None:
+    dashboard.serve("deploy_failed")
+    assert deploy.main(["status", "--dashboard", dashboard.url]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "  app athene: DEPLOY_FAILED" in lines
+    # The builder's traceback, clipped to its head and its cause.
+    assert any(line.strip().startswith("... (") for line in lines)
+    assert "node_groups.0.autoscaling_config.max_replica" in lines[-1]
+
+
+def test_dashboard_status_mid_redeploy_serves_but_is_not_settled(
+    capsys: pytest.CaptureFixture[str], dashboard
+) -> None:
+    """The old replicas answer while Serve replaces them: ready (as KubeRay keeps Ready
+    True through an in-place update), but `wait` goes on."""
+    dashboard.serve("updating")
+    assert deploy.main(["status", "--dashboard", dashboard.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Serve at {dashboard.url}: READY, 1 serve endpoints"
+    assert lines[4:] == ["  app athene: DEPLOYING", "    cpu: UPDATING", "    router: UPDATING"]
+    assert not deploy.summarize(*deploy.dashboard_fetch(dashboard.url)("", "")).settled
+
+
+def test_dashboard_wait_until_settled(capsys: pytest.CaptureFixture[str], dashboard) -> None:
+    dashboard.serve("building", "starting", "updating", "running")
+    clock = FakeClock()
+    fetch = deploy.dashboard_fetch(dashboard.url)
+    code = deploy.wait(fetch, "", "", 600, 2, clock=clock, sleep=clock.sleep)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert clock.now == 6
+    assert out.count("NOT READY (Initializing)") == 1  # one headline per change
+    assert out.splitlines()[-1] == "    router: HEALTHY"
+
+
+def test_dashboard_wait_times_out(capsys: pytest.CaptureFixture[str], dashboard) -> None:
+    dashboard.serve("starting")
+    clock = FakeClock()
+    fetch = deploy.dashboard_fetch(dashboard.url)
+    assert deploy.wait(fetch, "", "", 10, 2, clock=clock, sleep=clock.sleep) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "timed out after 10 s"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ((404, "404: Not Found"), "answered 404 Not Found: 404: Not Found"),
+        ((200, "<html>hello</html>"), "did not answer like a Ray dashboard"),
+        ((200, json.dumps({"jobs": []})), "did not answer like a Ray dashboard"),
+    ],
+)
+def test_dashboard_that_is_not_one(
+    capsys: pytest.CaptureFixture[str], dashboard, answer: tuple[int, str], error: str
+) -> None:
+    dashboard.answers = [answer]
+    assert deploy.main(["status", "--dashboard", dashboard.url]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and error in captured.err
+
+
+@pytest.mark.parametrize("command", [["status"], ["wait", "--timeout", "5"]])
+def test_dashboard_unreachable(tmp_path: Path, command: list[str]) -> None:
+    port = free_port()  # nothing listens there
+    result = cli(
+        tmp_path,
+        tmp_path / "missing-kubeconfig",
+        *command,
+        "--dashboard",
+        f"http://127.0.0.1:{port}",
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: cannot reach the Ray dashboard at http://127.0.0.1:{port}: "
         "[Errno 111] Connection refused\n"
     )
