@@ -8,6 +8,7 @@ start with the path of the bad field instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -208,16 +209,59 @@ def parse_app_config(args: dict[str, Any]) -> AppConfig:
         raise ConfigError(f"invalid serve config: {problems}") from None
 
 
+def _only_application(document: dict[str, Any]) -> dict[str, Any]:
+    applications = document.get("applications") or []
+    if len(applications) != 1:
+        raise ConfigError(f"expected exactly one application, got {len(applications)}")
+    return applications[0]
+
+
+def app_config_of(document: dict[str, Any]) -> AppConfig:
+    """The application's config from a serve config, as written (bounds in the node
+    groups) or as deployed (bounds under `deployments:`, see `serve_document`)."""
+    application = _only_application(document)
+    args = copy.deepcopy(application.get("args") or {})
+    options = {entry.get("name"): entry for entry in application.get("deployments") or []}
+    for group in args.get("node_groups") or []:
+        bounds = (options.get(group.get("name")) or {}).get("autoscaling_config")
+        if bounds is not None:
+            group["autoscaling_config"] = bounds
+    return parse_app_config(args)
+
+
+def serve_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The serve config as it is deployed (`make serve`, KubeRay's serveConfigV2): each node
+    group's autoscaling bounds move from the application's args to Serve's `deployments:`
+    options. Serve rebuilds an application, restarting every replica, whenever its args
+    change, but applies a deployment's options to its running replicas: so a new
+    max_replicas, target or delay is an in-place update instead of a 72B restart. The
+    router needs only to know which groups may scale to zero; such a group keeps
+    `min_replicas: 0` in its args (changing that one rebuilds)."""
+    deployed = copy.deepcopy(document)
+    application = _only_application(deployed)
+    options = {entry["name"]: entry for entry in application.get("deployments") or []}
+    for group in (application.get("args") or {}).get("node_groups") or []:
+        bounds = group.pop("autoscaling_config", None)
+        if bounds is None:
+            continue
+        if bounds.get("min_replicas") == 0:
+            group["autoscaling_config"] = {"min_replicas": 0}
+        options.setdefault(group["name"], {"name": group["name"]})["autoscaling_config"] = bounds
+    if options:
+        application["deployments"] = list(options.values())
+    return deployed
+
+
 def load_serve_config(path: str | Path) -> tuple[dict[str, Any], AppConfig]:
     """Read a `serve run` config file; return the whole document and its app's config."""
     try:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
-    applications = document.get("applications") or []
-    if len(applications) != 1:
-        raise ConfigError(f"{path}: expected exactly one application, got {len(applications)}")
-    return document, parse_app_config(applications[0].get("args") or {})
+    try:
+        return document, app_config_of(document)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from serve_app.config import ConfigError, load_serve_config
+from serve_app.config import ConfigError, load_serve_config, serve_document
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,8 @@ HEADER = (
 def render_serve_config(source: str) -> str:
     """The serveConfigV2 string for one serve config, validated like `serve run` would."""
     document, _ = load_serve_config(ROOT / source)
-    kept = {key: value for key, value in document.items() if key not in KUBERAY_MANAGED_KEYS}
+    deployed = serve_document(document)  # autoscaling bounds where Serve applies them in place
+    kept = {key: value for key, value in deployed.items() if key not in KUBERAY_MANAGED_KEYS}
     body = yaml.safe_dump(kept, sort_keys=False, default_flow_style=False, width=100)
     return HEADER.format(source=source) + body
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from serve_app.config import ConfigError, load_serve_config
+from serve_app.config import ConfigError, load_serve_config, serve_document
 from serve_app.serve_env import SERVE_ENV
 
 # Ray's and KubeRay's defaults (the head pod's ports in k8s/), so the URLs read the same.
@@ -133,7 +133,7 @@ def serve_config(
     from ray.serve.schema import ServeDeploySchema
 
     document, app_config = load_serve_config(path)
-    config = ServeDeploySchema.model_validate(document)
+    config = ServeDeploySchema.model_validate(serve_document(document))  # as KubeRay's
     http_options = config.http_options.model_dump()
     if http_port is not None:
         http_options["port"] = http_port

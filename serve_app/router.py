@@ -242,8 +242,9 @@ class Router:
                 # The engine's own application: a router may front another app's engines.
                 app_status = status.applications.get(handle.app_name)
                 deployment = app_status and app_status.deployments.get(handle.deployment_name)
-                states = deployment.replica_states if deployment else {}
-                self.balancer.observe(group, states.get("RUNNING", 0))
+                if deployment is None:
+                    continue  # not listed while Serve rebuilds the app: keep the last view
+                self.balancer.observe(group, deployment.replica_states.get("RUNNING", 0))
         except Exception:  # the controller may be restarting; keep the last view
             logger.warning("could not read Serve status", exc_info=True)
 

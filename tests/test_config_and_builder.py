@@ -12,8 +12,10 @@ from serve_app.config import (
     ConfigError,
     NodeGroupConfig,
     TracingConfig,
+    app_config_of,
     load_serve_config,
     parse_app_config,
+    serve_document,
 )
 from serve_app.router import NodeGroupBalancer
 
@@ -260,3 +262,48 @@ def test_tracing_reaches_every_engine_from_one_setting():
     args["node_groups"][0]["engine_args"]["otlp_traces_endpoint"] = "http://elsewhere"
     with pytest.raises(ConfigError, match="otlp_traces_endpoint belong"):
         parse_app_config(args)
+
+
+# ---- the deployed form: autoscaling bounds where Serve applies them in place --------------
+
+
+@pytest.mark.parametrize("path", [CPU_CONFIG, PRODUCTION_CONFIG])
+def test_the_deployed_form_holds_the_same_config(path):
+    document, config = load_serve_config(path)
+    deployed = serve_document(document)
+    assert app_config_of(deployed) == config
+    (application,) = deployed["applications"]
+    options = {entry["name"]: entry for entry in application["deployments"]}
+    for group in application["args"]["node_groups"]:
+        bounds = config_group(config, group["name"]).autoscaling_config
+        assert options[group["name"]]["autoscaling_config"] == bounds.model_dump(exclude_unset=True)
+        # In the args only what the router reads: whether the group may scale to zero.
+        kept = {"min_replicas": 0} if bounds.min_replicas == 0 else None
+        assert group.get("autoscaling_config") == kept
+
+
+def test_a_new_bound_changes_only_the_deployment_options_not_the_args():
+    """Serve restarts every replica of an app whose args change (it hashes them): a bound
+    must reach it as a deployment option to be applied to the running replicas."""
+    document, _ = load_serve_config(CPU_CONFIG)
+    changed = copy.deepcopy(document)
+    changed["applications"][0]["args"]["node_groups"][0]["autoscaling_config"]["max_replicas"] += 1
+    before, after = serve_document(document), serve_document(changed)
+    assert before["applications"][0]["args"] == after["applications"][0]["args"]
+    assert before["applications"][0]["deployments"] != after["applications"][0]["deployments"]
+    assert document == load_serve_config(CPU_CONFIG)[0]  # the input is left alone
+
+
+def test_a_scale_to_zero_group_keeps_min_replicas_zero_in_its_args():
+    document, _ = load_serve_config(CPU_CONFIG)
+    group = document["applications"][0]["args"]["node_groups"][0]
+    group["autoscaling_config"] = {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 0}
+    deployed = serve_document(document)
+    (application,) = deployed["applications"]
+    assert application["args"]["node_groups"][0]["autoscaling_config"] == {"min_replicas": 0}
+    assert application["deployments"][0]["autoscaling_config"]["max_replicas"] == 3
+    assert app_config_of(deployed).node_groups[0].autoscaling_config.min_replicas == 0
+
+
+def config_group(config, name):
+    return next(group for group in config.node_groups if group.name == name)

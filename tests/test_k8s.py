@@ -24,7 +24,7 @@ import yaml
 from serve_app import kube
 from serve_app.access import ApiKey
 from serve_app.app import placement_bundles
-from serve_app.config import AppConfig, parse_app_config
+from serve_app.config import AppConfig, app_config_of, parse_app_config
 from serve_app.serve_env import SERVE_ENV
 
 from .conftest import ROOT
@@ -144,9 +144,7 @@ def rayservice(overlay: str) -> Doc:
 
 
 def app_config(service: Doc) -> AppConfig:
-    document = yaml.safe_load(service["spec"]["serveConfigV2"])
-    (application,) = document["applications"]
-    return parse_app_config(application["args"])
+    return app_config_of(yaml.safe_load(service["spec"]["serveConfigV2"]))
 
 
 def worker_groups(service: Doc) -> dict[str, Doc]:
