@@ -127,4 +127,4 @@ loadtest: $(STAMP)
 # Phony: docs/ is also a directory, which make would otherwise take as the target, up to date.
 .PHONY: docs
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
