@@ -345,6 +345,13 @@ class Router:
         max_tokens = self._max_tokens(
             len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
         )
+        if body.min_tokens > max_tokens:  # vLLM's SamplingParams would refuse it: a 500
+            raise APIError(
+                400,
+                f"min_tokens must be less than or equal to max_tokens={max_tokens}, "
+                f"got {body.min_tokens}",
+                param="min_tokens",
+            )
         self.quotas.charge(key, "tokens", len(prompt_ids) + max_tokens * body.n)
         engine_request = EngineRequest(
             request_id=request_id,

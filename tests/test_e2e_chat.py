@@ -180,6 +180,17 @@ def test_unknown_model_is_404(client):
             "temperature",
         ),
         (json.dumps({"model": MODEL, "messages": GREETING, "bogus": 1}).encode(), "bogus"),
+        # Found by the fuzzer (a 500 from vLLM's SamplingParams): explicit and default max_tokens.
+        (
+            json.dumps(
+                {"model": MODEL, "messages": GREETING, "min_tokens": 5, "max_tokens": 2}
+            ).encode(),
+            "min_tokens",
+        ),
+        (
+            json.dumps({"model": MODEL, "messages": GREETING, "min_tokens": 9000}).encode(),
+            "min_tokens",
+        ),
         (
             json.dumps({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}).encode(),
             "messages.0.role",
