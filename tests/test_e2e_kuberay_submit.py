@@ -57,6 +57,7 @@ from serve_app import deploy
 from serve_app.devmodel import ensure_dev_model
 from serve_app.serve_env import SERVE_ENV
 
+from .conftest import wait_for
 from .test_k8s import rayservice
 
 pytestmark = pytest.mark.e2e
@@ -316,13 +317,6 @@ class Traffic:
 
     def overlapping(self, start: float, end: float) -> list[Outcome]:
         return [o for o in self.outcomes if o.started <= end and o.finished >= start]
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.5)
 
 
 # ---- the tests -------------------------------------------------------------------------

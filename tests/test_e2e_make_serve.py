@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -146,15 +146,8 @@ def test_the_printed_metrics_address_serves_router_and_engine_metrics(served):
     body = {"model": "athene-v2-chat", "messages": [{"role": "user", "content": "Hi"}]}
     assert client.post("/v1/chat/completions", json={**body, "max_tokens": 4}).status_code == 200
     wanted = ("ray_athene_requests_total", "ray_vllm_generation_tokens_total")
-    deadline = time.monotonic() + 60  # processes push their metrics every few seconds
-    text = ""
-    while time.monotonic() < deadline:
-        text = httpx.get(url, timeout=10).text
-        if all(name in text for name in wanted):
-            break
-        time.sleep(2)
-    missing = [name for name in wanted if name not in text]
-    assert not missing, f"{missing} not in {url}"
+    # Processes push their metrics every few seconds.
+    wait_for(lambda: all(n in httpx.get(url, timeout=10).text for n in wanted), 60, f"{wanted}")
 
 
 def test_ctrl_c_stops_serve_and_ray(served):

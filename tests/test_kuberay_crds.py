@@ -100,7 +100,7 @@ def test_a_download_that_differs_from_the_release_never_lands_in_the_cache(
     clone, tmp_path, release
 ):
     url, _ = release
-    served = Path(tmp_path / "release")
+    served = tmp_path / "release"
     (served / "ray.io_rayservices.yaml").write_text("tampered\n")
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "KUBERAY_CRDS_URL": url}
     with pytest.raises(CrdsUnavailableError, match="SHA-256"):
