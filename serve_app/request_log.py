@@ -31,6 +31,7 @@ FIELDS = (
     "model",
     "node_group",
     "prompt_policy",
+    "prompt_policy_reason",
     "prompt_tokens",
     "completion_tokens",
     "ttft_ms",

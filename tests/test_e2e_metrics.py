@@ -172,10 +172,13 @@ def test_step_by_step_decisions_count_by_outcome_and_reason(stack, observed):
     )
     expected: dict[tuple[str, str], int] = {}
     for text in observed["texts"]:
-        verdict = classify(text)
+        verdict = classify([{"role": "user", "content": text}])
         key = ("yes" if verdict.applies else "no", verdict.reason)
         expected[key] = expected.get(key, 0) + 1
-    assert ("yes", classify(MATH).reason) in expected and ("no", "greeting") in expected
+    assert ("yes", classify([{"role": "user", "content": MATH}]).reason) in expected and (
+        "no",
+        "greeting",
+    ) in expected
     for (applied, reason), count in expected.items():
         labels = {"application": APP, "applied": applied, "reason": reason}
         assert total(samples, "ray_athene_step_by_step_decisions_total", **labels) == count

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import ray
 
+from serve_app.prompt.classifier import classify
+
 pytestmark = pytest.mark.e2e
 
 MODEL = "athene-v2-chat"
@@ -67,6 +69,7 @@ def test_one_json_line_per_request_with_its_fields_and_no_prompt(logged_url):
     assert fields["model"] == MODEL and fields["node_group"] == "cpu"
     assert fields["key_id"] is None  # auth is off in the CPU config
     assert fields["prompt_policy"] == "none"
+    assert fields["prompt_policy_reason"] == classify(body["messages"]).reason  # auditable
     assert fields["prompt_tokens"] > 10 and fields["completion_tokens"] == 4
     assert 0 < fields["ttft_ms"] <= fields["latency_ms"]
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())

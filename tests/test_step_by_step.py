@@ -1,13 +1,11 @@
-"""The step-by-step policy: modes, merging into the system turn, idempotence, overrides,
-and the classifier measured on a hand-labelled set of prompts."""
+"""The step-by-step policy: modes, merging into the system turn, idempotence, overrides.
+How well `auto` decides is tests/test_policy.py's subject."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.prompt_costs import load_labelled, score
 from serve_app.config import StepByStepConfig
-from serve_app.prompt.classifier import classify
 from serve_app.prompt.step_by_step import StepByStepPolicy
 
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -78,27 +76,3 @@ def test_never_added_twice():
 def test_template_without_default_system_prompt():
     bare = StepByStepPolicy(StepByStepConfig(), default_system_prompt=None)
     assert bare.apply(MATH)[0] == {"role": "system", "content": INSTRUCTION}
-
-
-def test_labelled_set_precision_and_recall():
-    rows = load_labelled()
-    assert len(rows) >= 100
-    precision, recall, _ = score(rows)
-    print(
-        f"\nstep-by-step classifier: precision {precision:.3f} recall {recall:.3f} on {len(rows)}"
-    )
-    # Precision matters most (never where it does not help); recall close behind.
-    assert precision >= 0.95
-    assert recall >= 0.90
-
-
-def test_load_test_prompts_are_split_as_the_policy_sees_them():
-    """The load test's math prompts (written apart from the labelled set; two of them are how
-    `there` in "how many seconds are there in a week" was found missing) all get the prompt,
-    its everyday ones none."""
-    from loadtest.workload import PromptBank
-
-    bank = PromptBank()
-    assert [p for p in bank.math if not classify(p).applies] == []
-    assert [p for p in bank.short_chat if classify(p).applies] == []
-    assert classify("How many seconds are there in a week?").reason == "unit_conversion"

@@ -3,8 +3,8 @@
 Athene-V2-Chat's model card reports that such a system prompt improves hard math and
 counting questions. The mode comes from config (`off`, `always`, `auto`) and can be
 overridden per request: the body field `step_by_step` wins over the `X-Step-By-Step`
-header, which wins over config (`on` means `always`). In `auto` the last user turn is
-classified (serve_app.prompt.classifier) and the instruction is applied only to math,
+header, which wins over config (`on` means `always`). In `auto` the conversation's last user turn
+is classified (serve_app.prompt.classifier) and the instruction is applied only to math,
 counting and multi-step reasoning questions. An API key may set its own default mode
 (serve_app.access), between the request's overrides and the config.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from serve_app.config import StepByStepConfig
-from serve_app.prompt.classifier import classify
+from serve_app.prompt.classifier import classify, model
 from serve_app.prompt.template import TemplateMessage
 
 SWITCH_TO_MODE = {"on": "always", "off": "off", "auto": "auto"}
@@ -33,6 +33,7 @@ class StepByStepPolicy:
         self.mode = config.mode
         self.instruction = config.instruction
         self.default_system_prompt = default_system_prompt
+        model()  # load the classifier's weights now, not on the first request
 
     def decide(
         self,
@@ -44,10 +45,7 @@ class StepByStepPolicy:
         mode = SWITCH_TO_MODE[switch] if switch else key_mode or self.mode
         if mode != "auto":
             return Decision(mode == "always", mode)
-        last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
-        if last_user is None:
-            return Decision(False, "no_user_turn")
-        return Decision(*classify(last_user["content"]))
+        return Decision(*classify(messages))
 
     def apply(self, messages: list[TemplateMessage]) -> list[TemplateMessage]:
         """The messages with the instruction in the system turn (a new list; input untouched)."""

@@ -1,0 +1,195 @@
+"""Train the step-by-step classifier's model: `make policy-model` (about a minute).
+
+    .venv/bin/python -m policy.train   # writes serve_app/prompt/step_by_step_model.json
+                                       # and policy/data/training_report.md
+
+Trains on the development side only: the development half of the labelled draw, the extra
+training pools (labelled the same way) and the written sets, leaving out every turn of a
+conversation that has a turn in the test part. The test part is not read. Every step is seeded or sorted, so the same data gives the same bytes.
+
+Choosing the regularization and the threshold: 5-fold cross-validation over the development
+half of the draw (each fold scored by a model trained on everything else), keeping the
+threshold with the best recall among those whose precision reaches TARGET_PRECISION, and of the
+Cs the best such recall. The follow-up rule's two numbers are chosen the same way on the
+development half's later turns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+
+from policy import sets
+from serve_app.prompt import classifier, rules
+
+SEED = 20261204
+CS = (0.3, 1.0, 3.0)
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.995, 0.01))
+TARGET_PRECISION = 0.92
+MIN_DOCUMENTS = 2  # a feature seen in fewer training turns gets no weight
+FOLLOW_UP_MAX_CHARS = (100, 200, 400)
+FOLLOW_UP_MIN = (0.02, 0.05, 0.1, 0.2)
+REPORT = sets.ROOT / "policy" / "data" / "training_report.md"
+
+
+def turn_features(text: str) -> dict[str, int]:
+    window = rules.window(text)
+    return dict.fromkeys(classifier.features(window, rules.hits(window)), 1)
+
+
+@dataclass
+class Fitted:
+    vectorizer: DictVectorizer
+    model: LogisticRegression
+
+    def probabilities(self, rows: Sequence[dict[str, int]]) -> np.ndarray:
+        return self.model.predict_proba(self.vectorizer.transform(rows))[:, 1]
+
+
+def fit(rows: Sequence[dict[str, int]], labels: np.ndarray, c: float) -> Fitted:
+    counts: dict[str, int] = {}
+    for row in rows:
+        for name in row:
+            counts[name] = counts.get(name, 0) + 1
+    kept = [{k: v for k, v in row.items() if counts[k] >= MIN_DOCUMENTS} for row in rows]
+    vectorizer = DictVectorizer(sort=True)
+    matrix = vectorizer.fit_transform(kept)
+    model = LogisticRegression(C=c, class_weight="balanced", solver="lbfgs", max_iter=5000)
+    return Fitted(vectorizer, model.fit(matrix, labels))
+
+
+def best_threshold(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """(threshold, precision, recall) with the best recall at TARGET_PRECISION or above."""
+    best = (THRESHOLDS[-1], 0.0, 0.0)
+    for threshold in THRESHOLDS:
+        said = probabilities >= threshold
+        tp = int((said & labels).sum())
+        precision = tp / max(int(said.sum()), 1)
+        recall = tp / int(labels.sum())
+        if precision >= TARGET_PRECISION and recall > best[2]:
+            best = (threshold, precision, recall)
+    return best
+
+
+def build(model_file: Path, report_file: Path) -> str:
+    """Train, write the model and the training report; the report's text is returned."""
+    held_out = sets.test_conversations()
+    dev = [e for e in sets.real("dev") if sets.conversation(e.key) not in held_out]
+    extra = [e for e in sets.pools() if sets.conversation(e.key) not in held_out] + sets.written()
+    dev_rows = [turn_features(e.text) for e in dev]
+    extra_rows = [turn_features(e.text) for e in extra]
+    dev_labels = np.array([e.label for e in dev])
+    extra_labels = np.array([e.label for e in extra])
+
+    # Folds by conversation: no turn of a held-out conversation trains its fold.
+    conversations = [sets.conversation(e.key) for e in dev]
+    extra_conversations = [sets.conversation(e.key) for e in extra]
+    splitter = StratifiedGroupKFold(5, shuffle=True, random_state=SEED)
+    folds = list(splitter.split(dev_rows, dev_labels, conversations))
+    lines = []
+    choice = None
+    for c in CS:
+        cross = np.zeros(len(dev))
+        for train, held in folds:
+            held_conversations = {conversations[i] for i in held}
+            kept = [
+                i for i, name in enumerate(extra_conversations) if name not in held_conversations
+            ]
+            fitted = fit(
+                [dev_rows[i] for i in train] + [extra_rows[i] for i in kept],
+                np.concatenate([dev_labels[train], extra_labels[kept]]),
+                c,
+            )
+            cross[held] = fitted.probabilities([dev_rows[i] for i in held])
+        threshold, precision, recall = best_threshold(cross, dev_labels)
+        lines.append(f"| {c} | {threshold} | {precision:.3f} | {recall:.3f} |")
+        if choice is None or recall > choice[3]:
+            choice = (c, threshold, cross, recall)
+    c, threshold, cross, _ = choice
+
+    final = fit(dev_rows + extra_rows, np.concatenate([dev_labels, extra_labels]), c)
+    names = final.vectorizer.get_feature_names_out()
+    weights = {
+        str(name): round(float(w), 5)
+        for name, w in zip(names, final.model.coef_[0], strict=True)
+        if abs(w) >= 1e-4
+    }
+    bias = round(float(final.model.intercept_[0]), 5)
+
+    # The follow-up rule, on the development half's later turns (cross-validated probabilities).
+    earlier_probability = final.probabilities(
+        [turn_features(e.earlier_user_text) for e in dev if e.earlier_user_text is not None]
+    )
+    later = [i for i, e in enumerate(dev) if e.earlier_user_text is not None]
+    follow_choice = (0, 1.0, 0)
+    for max_chars in FOLLOW_UP_MAX_CHARS:
+        for least in FOLLOW_UP_MIN:
+            gained = lost = 0
+            for j, i in enumerate(later):
+                fires = (
+                    cross[i] < threshold
+                    and len(rules.window(dev[i].text)) <= max_chars
+                    and cross[i] >= least
+                    and earlier_probability[j] >= threshold
+                )
+                gained += fires and dev[i].label
+                lost += fires and not dev[i].label
+            if gained - 2 * lost > follow_choice[2]:
+                follow_choice = (max_chars, least, gained - 2 * lost)
+    follow_max, follow_min, _ = follow_choice
+
+    saved = {
+        "bias": bias,
+        "threshold": threshold,
+        "follow_up_max_chars": follow_max,
+        "follow_up_min": follow_min,
+        "weights": weights,
+    }
+    model_file.write_text(json.dumps(saved, sort_keys=True, separators=(",", ":")))
+    size = model_file.stat().st_size
+    report = "\n".join(
+        [
+            "# Training report: the step-by-step classifier's model",
+            "",
+            "Written by `make policy-model` (policy/train.py); do not edit.",
+            "",
+            f"- Training turns: {len(dev)} from the draw's development half"
+            f" ({int(dev_labels.sum())} true), {len(extra)} from the extra pool and the"
+            f" written sets ({int(extra_labels.sum())} true).",
+            f"- Features: words, word pairs, character 3/4-grams, rule hits; seen in at"
+            f" least {MIN_DOCUMENTS} training turns: {len(names)}; with a weight: "
+            f"{len(weights)}.",
+            f"- Logistic regression (L2, lbfgs, balanced classes; folds seeded {SEED}).",
+            "",
+            "5-fold cross-validation on the development half, best recall at precision"
+            f" >= {TARGET_PRECISION}:",
+            "",
+            "| C | threshold | precision | recall |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+            f"Chosen: C = {c}, threshold {threshold}; follow-up turns up to {follow_max}"
+            f" characters with a probability of at least {follow_min}.",
+            f"Artifact: {classifier.MODEL_FILE.name}, {size / 1e6:.2f} MB.",
+            f"Built with scikit-learn {sklearn.__version__} and numpy {np.__version__}.",
+            "",
+        ]
+    )
+    report_file.write_text(report)
+    return report
+
+
+def main() -> None:
+    print(build(classifier.MODEL_FILE, REPORT))
+
+
+if __name__ == "__main__":
+    main()
