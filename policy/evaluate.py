@@ -103,7 +103,11 @@ def main() -> None:
         print_errors(sets.real("dev"))
         return
     for split in ("dev", "test"):
-        report_set(f"real {split} part", scored(sets.real(split), stratum_weights(split)), True)
+        report_set(
+            f"real {split} part" + (" (trained on: in-sample)" if split == "dev" else ""),
+            scored(sets.real(split), stratum_weights(split)),
+            True,
+        )
     report_set("written sets", scored(sets.written()), False)
     if not args.no_corpus:
         firing_rate()

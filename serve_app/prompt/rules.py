@@ -202,7 +202,8 @@ _GREETING_WORD = (
     r"|buen[oa]s(?: d[i\u00ed]as| tardes| noches)?|gracias|qu[e\u00e9] tal"
     r"|c[o\u00f3]mo est[a\u00e1]s|hallo|guten (?:morgen|tag|abend)|danke|servus"
     r"|wie geht'?s|ciao|there|everyone|all|again|so much|a lot|very much|friend|buddy|mate"
-    r"|today|you)"
+    r"|today|you|that'?s (?:all|it)|that is (?:all|it)|got it|perfect|makes sense|understood"
+    r"|i see)"
 )
 _GREETING_MESSAGE = re.compile(rf"(?:{_GREETING_WORD}\b[\W_]*)+")
 _WRITING = re.compile(
