@@ -98,6 +98,11 @@ class RouterConfig(Strict):
     log_prompts: bool = Field(
         False, description="debugging only: the request log line carries the messages"
     )
+    exclude_tools_when_tool_choice_none: bool = Field(
+        False,
+        description="vLLM's option: with tool_choice none, leave the tools out of the prompt "
+        "(by default they stay, as in vLLM and OpenAI: the model sees them but may not call)",
+    )
 
 
 class AccessConfig(Strict):

@@ -91,7 +91,9 @@ class RequestLog:
             logger.info("request done: %s %s", fields["status"], path, extra={"athene": fields})
             metrics = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:  # set once the router replica has started
-                metrics.record(path, fields["status"], fields["outcome"], state)
+                # By route template ("/v1/models/{model:path}"), so the series stay bounded.
+                route = getattr(scope.get("route"), "path", None) or path
+                metrics.record(route, fields["status"], fields["outcome"], state)
             if span is not None:
                 tracing.finish(span, fields["status"], fields["outcome"], fields)
 

@@ -42,7 +42,7 @@ from serve_app.protocol import (
 )
 from serve_app.request_log import RequestLog, count_chunks
 from serve_app.responses import ResponseWriter
-from serve_app.sampling import plan_output, sampling_fields
+from serve_app.sampling import plan_output, prompt_tools, sampling_fields
 from serve_app.tracing import Tracing
 
 logger = logging.getLogger("ray.serve")
@@ -290,10 +290,27 @@ class Router:
 
     @app.get("/v1/models")
     async def models(self) -> ModelList:
-        card = ModelCard(
+        return ModelList(data=[self._card()])
+
+    def _card(self) -> ModelCard:
+        return ModelCard(
             id=self.model_id, created=self.started, max_model_len=self.config.model.max_model_len
         )
-        return ModelList(data=[card])
+
+    @app.get("/v1/models/{model:path}")
+    async def model(self, model: str) -> ModelCard:
+        """OpenAI's retrieve: the served model's card, or 404 as OpenAI answers it."""
+        self._check_model(model)
+        return self._card()
+
+    def _check_model(self, model: str) -> None:
+        if model != self.model_id:
+            raise APIError(
+                404,
+                f"The model `{model}` does not exist.",
+                param="model",
+                code="model_not_found",
+            )
 
     # --- chat --------------------------------------------------------------------------
 
@@ -304,13 +321,7 @@ class Router:
         request: Request,
         x_step_by_step: Annotated[str | None, Header()] = None,
     ) -> Response:
-        if body.model != self.model_id:
-            raise APIError(
-                404,
-                f"The model `{body.model}` does not exist.",
-                param="model",
-                code="model_not_found",
-            )
+        self._check_model(body.model)
         request.state.model = body.model
         if self.config.router.log_prompts:
             request.state.prompt = [
@@ -337,7 +348,7 @@ class Router:
         request.state.stream, request.state.choices = body.stream, body.n
 
         spec, structured_outputs = plan_output(body)
-        tools = body.tools if spec.tool_mode != "none" else None
+        tools = prompt_tools(body, spec, self.config.router.exclude_tools_when_tool_choice_none)
         prompt = self.template.render(messages, tools, body.chat_template_kwargs)
         prompt_ids = self.template.encode(prompt)
         request.state.prompt_tokens = len(prompt_ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.protocol import ChatCompletionRequest, NamedToolChoice
+from serve_app.protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
 from serve_app.responses import OutputSpec
 
 # Request fields that are vLLM SamplingParams fields of the same name and meaning.
@@ -43,7 +43,8 @@ def sampling_fields(body: ChatCompletionRequest) -> dict[str, Any]:
 def plan_output(body: ChatCompletionRequest) -> tuple[OutputSpec, dict[str, Any] | None]:
     """How to read the answer, and the structured-outputs constraint that makes it so.
 
-    `tool_choice` none drops the tools from the prompt; auto (the default with tools) parses
+    `tool_choice` none keeps the answer as text (the tools stay in the prompt: see
+    `prompt_tools`); auto (the default with tools) parses
     `<tool_call>` blocks; a named function or `required` constrain the output to JSON of the
     allowed calls, so even a weak model returns valid calls."""
     choice = body.tool_choice or ("auto" if body.tools else "none")
@@ -59,6 +60,15 @@ def plan_output(body: ChatCompletionRequest) -> tuple[OutputSpec, dict[str, Any]
     if body.response_format.type == "json_object":
         return spec, {"json_object": True}
     return spec, {"json": body.response_format.json_schema.schema_}
+
+
+def prompt_tools(
+    body: ChatCompletionRequest, spec: OutputSpec, exclude_when_none: bool
+) -> list[ToolDefinition] | None:
+    """The tools the prompt shows. With tool_choice none they stay, as vLLM and OpenAI keep
+    them (and bill them): the model may not call a tool, not that it cannot see them; vLLM's
+    `--exclude-tools-when-tool-choice-none` is the config's `exclude_when_none`."""
+    return None if spec.tool_mode == "none" and exclude_when_none else body.tools
 
 
 def _calls_schema(body: ChatCompletionRequest) -> dict[str, Any]:

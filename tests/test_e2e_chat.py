@@ -49,6 +49,20 @@ def test_probes_and_model_list(stack, client):
     assert [m.id for m in models.data] == [MODEL]
 
 
+def test_retrieve_a_model_and_404_for_another(client):
+    card = client.models.retrieve(MODEL)
+    assert card.model_dump() == client.models.list().data[0].model_dump()
+    assert (card.id, card.object) == (MODEL, "model")
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.models.retrieve("gpt-4o")
+    error = raised.value.body
+    assert (error["code"], error["param"], error["type"]) == (
+        "model_not_found",
+        "model",
+        "invalid_request_error",
+    )
+
+
 def test_non_streaming_usage_is_exact(client, expected_prompt_tokens):
     response = client.chat.completions.create(model=MODEL, messages=GREETING, max_tokens=12)
     choice = response.choices[0]

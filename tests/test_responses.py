@@ -12,7 +12,7 @@ from vllm import SamplingParams
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import ChatCompletionRequest
 from serve_app.responses import OutputSpec, ResponseWriter
-from serve_app.sampling import plan_output, sampling_fields
+from serve_app.sampling import plan_output, prompt_tools, sampling_fields
 
 TOOLS = frozenset({"get_time"})
 CALL = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>'
@@ -181,3 +181,16 @@ def test_plan_output(fields, mode, constraint):
     spec, structured = plan_output(request(**fields))
     assert spec.tool_mode == mode
     assert structured == constraint
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "exclude_when_none", "shown"),
+    [("none", False, True), ("none", True, False), ("auto", True, True), (None, False, True)],
+)
+def test_prompt_tools_keep_the_tools_with_tool_choice_none_unless_configured(
+    tool_choice, exclude_when_none, shown
+):
+    tools = [{"type": "function", "function": {"name": "get_time"}}]
+    body = request(tools=tools, **({"tool_choice": tool_choice} if tool_choice else {}))
+    spec, _ = plan_output(body)
+    assert prompt_tools(body, spec, exclude_when_none) == (body.tools if shown else None)
