@@ -13,8 +13,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Iterable
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,13 +36,22 @@ from serve_app.prompt.template import ChatTemplate, to_template_messages
 from serve_app.protocol import (
     APIError,
     ChatCompletionRequest,
+    ChatMessage,
     ModelCard,
     ModelList,
     StepByStepSwitch,
+    ToolDefinition,
 )
 from serve_app.request_log import RequestLog, count_chunks
 from serve_app.responses import ResponseWriter
 from serve_app.sampling import plan_output, prompt_tools, sampling_fields
+from serve_app.tokenize_protocol import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeChatRequest,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 from serve_app.tracing import Tracing
 
 logger = logging.getLogger("ray.serve")
@@ -303,14 +312,64 @@ class Router:
         self._check_model(model)
         return self._card()
 
-    def _check_model(self, model: str) -> None:
-        if model != self.model_id:
+    def _check_model(self, model: str | None) -> None:
+        """The served model's id, or none where vLLM allows it (tokenize)."""
+        if model is not None and model != self.model_id:
             raise APIError(
                 404,
                 f"The model `{model}` does not exist.",
                 param="model",
                 code="model_not_found",
             )
+
+    # --- tokenize (vLLM's routes) -------------------------------------------------------
+
+    @app.post("/tokenize", response_model=None)
+    async def tokenize(
+        self,
+        body: TokenizeRequest,
+        request: Request,
+        x_step_by_step: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Token ids as the engine would get them: chat messages through the same policy and
+        template as /v1/chat/completions, or a prompt as is."""
+        self._check_model(body.model)
+        if isinstance(body, TokenizeChatRequest):
+            if body.add_generation_prompt and body.continue_final_message:
+                raise APIError(
+                    400,
+                    "add_generation_prompt and continue_final_message cannot both be true",
+                    param="continue_final_message",
+                )
+            tokens = self._prompt_ids(
+                request,
+                body.messages,
+                body.tools,
+                body.chat_template_kwargs,
+                body.step_by_step or _switch(x_step_by_step),
+                add_generation_prompt=body.add_generation_prompt,
+                continue_final_message=body.continue_final_message,
+                add_special_tokens=body.add_special_tokens,
+            )
+        else:
+            tokens = self.template.encode(body.prompt, body.add_special_tokens)
+        answer = TokenizeResponse(
+            count=len(tokens),
+            max_model_len=self.config.model.max_model_len,
+            tokens=tokens,
+            token_strs=(
+                self.template.tokenizer.convert_ids_to_tokens(tokens)
+                if body.return_token_strs
+                else None
+            ),
+        )
+        return JSONResponse(answer.model_dump(), headers=_policy_headers(request))
+
+    @app.post("/detokenize")
+    async def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
+        self._check_model(body.model)
+        self._check_vocabulary("tokens", body.tokens)
+        return DetokenizeResponse(prompt=self.template.tokenizer.decode(body.tokens))
 
     # --- chat --------------------------------------------------------------------------
 
@@ -335,23 +394,15 @@ class Router:
         self.quotas.charge(key, "requests", 1)
         if body.user:
             logger.info("chat request from user %r", body.user)
-        messages = to_template_messages(body.messages)
-        decision = self.policy.decide(
-            messages,
-            body.step_by_step or _switch(x_step_by_step),
-            key.step_by_step if key else None,
-        )
-        if decision.applies:
-            messages = self.policy.apply(messages)
-        request.state.prompt_policy = "step-by-step" if decision.applies else "none"
-        request.state.prompt_policy_reason = decision.reason
         request.state.stream, request.state.choices = body.stream, body.n
-
         spec, structured_outputs = plan_output(body)
-        tools = prompt_tools(body, spec, self.config.router.exclude_tools_when_tool_choice_none)
-        prompt = self.template.render(messages, tools, body.chat_template_kwargs)
-        prompt_ids = self.template.encode(prompt)
-        request.state.prompt_tokens = len(prompt_ids)
+        prompt_ids = self._prompt_ids(
+            request,
+            body.messages,
+            prompt_tools(body, spec, self.config.router.exclude_tools_when_tool_choice_none),
+            body.chat_template_kwargs,
+            body.step_by_step or _switch(x_step_by_step),
+        )
         request_id = request.state.response_id = f"chatcmpl-{uuid.uuid4().hex}"
         max_tokens = self._max_tokens(
             len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
@@ -401,6 +452,30 @@ class Router:
         completion = await writer.collect(chunks)
         return JSONResponse(completion.model_dump(), headers=headers)
 
+    def _prompt_ids(
+        self,
+        request: Request,
+        messages: list[ChatMessage],
+        tools: list[ToolDefinition] | None,
+        template_kwargs: dict[str, Any] | None,
+        switch: StepByStepSwitch | None,
+        add_special_tokens: bool = False,
+        **render: bool,
+    ) -> list[int]:
+        """The chat prompt as token ids: the step-by-step policy (its decision noted for the
+        log, the metrics and the X-Prompt-Policy header), then the template, tokenized once."""
+        key = getattr(request.state, "api_key", None)
+        rendered = to_template_messages(messages)
+        decision = self.policy.decide(rendered, switch, key.step_by_step if key else None)
+        if decision.applies:
+            rendered = self.policy.apply(rendered)
+        request.state.prompt_policy = "step-by-step" if decision.applies else "none"
+        request.state.prompt_policy_reason = decision.reason
+        prompt = self.template.render(rendered, tools, template_kwargs, **render)
+        prompt_ids = self.template.encode(prompt, add_special_tokens)
+        request.state.prompt_tokens = len(prompt_ids)
+        return prompt_ids
+
     async def _first_while_up(self, chunks: AsyncIterator[EngineChunk], group: str) -> EngineChunk:
         """The engine's first chunk. If the group goes down meanwhile (its replica died and
         Serve holds the call for the replacement, which takes minutes for a 72B model), 503
@@ -430,18 +505,18 @@ class Router:
 
     def _check_token_ids(self, body: ChatCompletionRequest) -> None:
         """Token ids a client names must exist, or vLLM would fail the request deep inside."""
+        self._check_vocabulary("logit_bias", body.logit_bias or ())
+        self._check_vocabulary("stop_token_ids", body.stop_token_ids or ())
+
+    def _check_vocabulary(self, param: str, ids: Iterable[int]) -> None:
         vocab = self.vocab_size
-        for param, ids in (
-            ("logit_bias", body.logit_bias),
-            ("stop_token_ids", body.stop_token_ids),
-        ):
-            unknown = sorted(i for i in ids or () if not 0 <= i < vocab)
-            if unknown:
-                raise APIError(
-                    400,
-                    f"{param} names token ids outside the vocabulary (0 to {vocab - 1}): {unknown[:5]}",
-                    param=param,
-                )
+        unknown = sorted(i for i in ids if not 0 <= i < vocab)
+        if unknown:
+            raise APIError(
+                400,
+                f"{param} names token ids outside the vocabulary (0 to {vocab - 1}): {unknown[:5]}",
+                param=param,
+            )
 
     def _max_tokens(self, prompt_tokens: int, requested: int | None, cap: int | None) -> int:
         """The request's max_tokens; by default the rest of the context, or the cap if lower."""

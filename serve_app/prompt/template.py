@@ -19,7 +19,15 @@ TemplateMessage = dict[str, Any]
 
 _PROBE = "\x00probe\x00"
 RESERVED_TEMPLATE_VARIABLES = frozenset(
-    {"messages", "tools", "add_generation_prompt", "chat_template", "tokenize", "conversation"}
+    {
+        "messages",
+        "tools",
+        "add_generation_prompt",
+        "continue_final_message",
+        "chat_template",
+        "tokenize",
+        "conversation",
+    }
 )
 
 
@@ -80,9 +88,13 @@ class ChatTemplate:
         messages: list[TemplateMessage],
         tools: list[ToolDefinition] | None = None,
         template_kwargs: dict[str, Any] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
         """The prompt text; `template_kwargs` are extra template variables (the request's
-        `chat_template_kwargs`), which may not replace the ones the router sets."""
+        `chat_template_kwargs`), which may not replace the ones the router sets. `/tokenize`
+        may ask for no generation prompt, or to continue the last message instead."""
         reserved = RESERVED_TEMPLATE_VARIABLES.intersection(template_kwargs or ())
         if reserved:
             raise APIError(
@@ -95,12 +107,13 @@ class ChatTemplate:
             tools=[tool.model_dump(exclude_none=True) for tool in tools] if tools else None,
             chat_template=self.template,
             tokenize=False,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             **(template_kwargs or {}),
         )
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def _default_system_prompt(self) -> str | None:
         """The system turn the template inserts when the caller sends none (Qwen's
