@@ -88,7 +88,7 @@ bench-prompt: devmodel
 policy-eval: $(STAMP)
 	$(PY) -m policy.evaluate
 
-# Retrain the classifier's model from policy/data (seeded: same data, same bytes; about 3 min).
+# Retrain the classifier's model from policy/data (seeded: the same weights; about 2 min).
 policy-model: $(STAMP)
 	$(PY) -m policy.train
 

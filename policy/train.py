@@ -1,11 +1,12 @@
-"""Train the step-by-step classifier's model: `make policy-model` (about a minute).
+"""Train the step-by-step classifier's model: `make policy-model` (about 2 minutes).
 
     .venv/bin/python -m policy.train   # writes serve_app/prompt/step_by_step_model.json
                                        # and policy/data/training_report.md
 
 Trains on the development side only: the development half of the labelled draw, the extra
 training pools (labelled the same way) and the written sets, leaving out every turn of a
-conversation that has a turn in the test part. The test part is not read. Every step is seeded or sorted, so the same data gives the same bytes.
+conversation that has a turn in the test part. The test part is not read. Every step is
+seeded or sorted, so the same data gives the same weights (to the 1e-4 BLAS builds differ by).
 
 Choosing the regularization and the threshold: 5-fold cross-validation over the development
 half of the draw (each fold scored by a model trained on everything else), keeping the
