@@ -121,6 +121,7 @@ class RequestLimits(Strict):
     max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
     max_messages: int = Field(512, gt=0)
     max_n: int = Field(8, gt=0)
+    max_prompts: int = Field(32, gt=0, description="prompts in one /v1/completions batch")
     max_tokens: int | None = Field(None, gt=0, description="cap on max_tokens; none: the context")
     max_stop_sequences: int = Field(4, ge=0)
     max_tools: int = Field(128, ge=0)

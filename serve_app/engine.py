@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ray.util import get_current_placement_group
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs.engine import tokens_input
-from vllm.outputs import CompletionOutput
+from vllm.logprobs import Logprob
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -89,15 +89,26 @@ class EngineReplica:
             request.request_id,
             trace_headers=request.trace_headers,
         )
+        prompt_logprobs: list[TokenLogprob | None] | None = None
+        started: set[int] = set()  # choices that had their first chunk
         try:
             async for output in outputs:
+                if params.prompt_logprobs is not None and output.prompt_logprobs:
+                    prompt_logprobs = _token_logprobs(
+                        request.prompt_token_ids, output.prompt_logprobs, params.prompt_logprobs
+                    )
                 for completion in output.outputs:
+                    first = completion.index not in started
+                    started.add(completion.index)
                     yield EngineChunk(
                         completion.index,
                         completion.text,
                         len(completion.token_ids),
                         completion.finish_reason,
-                        _token_logprobs(completion, params.logprobs) if want_logprobs else None,
+                        _token_logprobs(completion.token_ids, completion.logprobs, params.logprobs)
+                        if want_logprobs
+                        else None,
+                        prompt_logprobs if first else None,
                     )
         except EngineDeadError as error:  # the router, which has no vLLM, answers 503
             raise EngineUnavailableError(str(error)) from None
@@ -125,17 +136,23 @@ class EngineReplica:
             engine.shutdown()
 
 
-def _token_logprobs(completion: CompletionOutput, top: int) -> list[TokenLogprob]:
-    """vLLM's per-position {token id: Logprob} maps as plain tuples: the sampled token, then
-    the `top` most likely ones (vLLM adds the sampled token when it ranks lower)."""
-    entries: list[TokenLogprob] = []
-    for token_id, position in zip(completion.token_ids, completion.logprobs or (), strict=False):
-        sampled = position[token_id]
+def _token_logprobs(
+    token_ids: Sequence[int], positions: Sequence[dict[int, Logprob] | None] | None, top: int
+) -> list[TokenLogprob | None]:
+    """vLLM's per-position {token id: Logprob} maps as plain tuples: the token, its logprob,
+    then the `top` most likely ones (vLLM adds the token when it ranks lower). A position
+    without a map (the prompt's first token) stays None."""
+    entries: list[TokenLogprob | None] = []
+    for token_id, position in zip(token_ids, positions or (), strict=False):
+        if position is None:
+            entries.append(None)
+            continue
+        chosen = position[token_id]
         ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)[:top]
         entries.append(
             (
-                sampled.decoded_token or "",
-                sampled.logprob,
+                chosen.decoded_token or "",
+                chosen.logprob,
                 [(lp.decoded_token or "", lp.logprob) for lp in ranked],
             )
         )

@@ -37,6 +37,9 @@ class EngineChunk(NamedTuple):
     num_tokens: int  # new output tokens since the previous chunk of this choice
     finish_reason: str | None  # "stop" or "length" on the choice's last chunk
     logprobs: list[TokenLogprob] | None  # one entry per new token, when asked for
+    # Per prompt token (None for the first, which has no logprob), when prompt_logprobs is
+    # asked for: on the first chunk of each choice only.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class EngineUnavailableError(RuntimeError):

@@ -1,6 +1,6 @@
 """What one request may ask for (`limits` in the serve config): the body's size, refused with
-413 before it is parsed, and the request's shape (messages, n, max_tokens, stop sequences,
-tools), refused with 400 naming the limit and the field to fix."""
+413 before it is parsed, and the request's shape (messages or prompts, n, max_tokens, stop
+sequences, tools), refused with 400 naming the limit and the field to fix."""
 
 from __future__ import annotations
 
@@ -10,24 +10,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.asgi import send_error
 from serve_app.config import RequestLimits
-from serve_app.protocol import APIError, ChatCompletionRequest
+from serve_app.protocol import APIError, ChatCompletionRequest, GenerationRequest
+
+# A request's counted sizes (GenerationRequest.sizes) -> the limit that bounds each.
+LIMIT_NAMES = {
+    "messages": "max_messages",
+    "prompt": "max_prompts",
+    "n": "max_n",
+    "stop": "max_stop_sequences",
+    "tools": "max_tools",
+}
 
 
 def check_request(
-    body: ChatCompletionRequest, limits: RequestLimits, key_max_tokens: int | None
+    body: GenerationRequest, limits: RequestLimits, key_max_tokens: int | None
 ) -> None:
     """Refuse a request past any limit; `key_max_tokens` is the caller's own cap, if any."""
-    counted = (
-        ("messages", len(body.messages), limits.max_messages),
-        ("n", body.n, limits.max_n),
-        ("stop", len(body.stop_strings), limits.max_stop_sequences),
-        ("tools", len(body.tools or ()), limits.max_tools),
-    )
-    for param, value, limit in counted:
+    for param, value in body.sizes().items():
+        name = LIMIT_NAMES[param]
+        limit = getattr(limits, name)
         if value > limit:
             raise APIError(
                 400,
-                f"{param}: {value} is over the limit of {limit} (limits.max_{_name(param)})",
+                f"{param}: {value} is over the limit of {limit} (limits.{name})",
                 param=param,
                 code="limit_exceeded",
             )
@@ -40,7 +45,7 @@ def check_request(
                 param="max_tokens",
                 code="limit_exceeded",
             )
-    if body.tools:
+    if isinstance(body, ChatCompletionRequest) and body.tools:
         size = len(json.dumps([tool.model_dump(exclude_none=True) for tool in body.tools]))
         if size > limits.max_tools_bytes:
             raise APIError(
@@ -50,10 +55,6 @@ def check_request(
                 param="tools",
                 code="limit_exceeded",
             )
-
-
-def _name(param: str) -> str:
-    return {"stop": "stop_sequences"}.get(param, param)
 
 
 def max_tokens_cap(limits: RequestLimits, key_max_tokens: int | None) -> int | None:

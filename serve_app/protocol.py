@@ -1,4 +1,5 @@
-"""The OpenAI chat wire protocol: request and response models, and the error shape.
+"""The OpenAI chat wire protocol: request and response models, and the error shape; the
+sampling fields every generating route shares (`GenerationRequest`).
 
 Requests refuse unknown fields: a field a frontend sends is either honoured or refused
 with a 400 that names it, never silently dropped.
@@ -110,11 +111,12 @@ class NamedToolChoice(Strict):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ChatCompletionRequest(Strict):
+class GenerationRequest(Strict):
+    """What every generating route takes (chat, completions): the model, the output's length,
+    the sampling fields (vLLM SamplingParams of the same name), streaming and the caller."""
+
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=16)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -130,19 +132,9 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     seed: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    tools: list[ToolDefinition] | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool = True
-    chat_template_kwargs: dict[str, Any] | None = None
     user: str | None = Field(None, max_length=256)
-    step_by_step: StepByStepSwitch | None = Field(
-        None, description="Per-request override of the step-by-step prompt policy."
-    )
 
     def check(self) -> None:
         """Combinations OpenAI and vLLM refuse; each names the field to fix."""
@@ -150,6 +142,60 @@ class ChatCompletionRequest(Strict):
             raise APIError(
                 400, "stream_options is only allowed when stream is true", param="stream_options"
             )
+        if self.logit_bias and any(not -100 <= v <= 100 for v in self.logit_bias.values()):
+            raise APIError(
+                400, "logit_bias values must be between -100 and 100", param="logit_bias"
+            )
+
+    def prompt_for_log(self) -> Any:
+        """The prompt as the request log shows it when `router.log_prompts` is on."""
+        raise NotImplementedError
+
+    def sizes(self) -> dict[str, int]:
+        """The counts `limits` bound (serve_app.limits), by the field that holds them."""
+        return {"n": self.n, "stop": len(self.stop_strings)}
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def top_logprobs_asked(self) -> int | None:
+        """How many alternatives per output token the caller wants logprobs for, if any."""
+        return None
+
+    @property
+    def stop_strings(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        options = self.stream_options
+        return bool(options and options.include_usage and options.continuous_usage_stats)
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    step_by_step: StepByStepSwitch | None = Field(
+        None, description="Per-request override of the step-by-step prompt policy."
+    )
+
+    def check(self) -> None:
+        super().check()
         if self.top_logprobs is not None and not self.logprobs:
             raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
         if self.tools is not None and not self.tools:
@@ -175,20 +221,20 @@ class ChatCompletionRequest(Strict):
             and self.max_tokens != self.max_completion_tokens
         ):
             raise APIError(400, "max_tokens and max_completion_tokens disagree", param="max_tokens")
-        if self.logit_bias and any(not -100 <= v <= 100 for v in self.logit_bias.values()):
-            raise APIError(
-                400, "logit_bias values must be between -100 and 100", param="logit_bias"
-            )
+
+    def prompt_for_log(self) -> Any:
+        return [message.model_dump(exclude_none=True) for message in self.messages]
+
+    def sizes(self) -> dict[str, int]:
+        return {"messages": len(self.messages), **super().sizes(), "tools": len(self.tools or ())}
 
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
     @property
-    def stop_strings(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+    def top_logprobs_asked(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def tool_names(self) -> frozenset[str]:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import BaseModel
+
 from serve_app.engine_api import EngineChunk, TokenLogprob
 from serve_app.protocol import (
     APIError,
@@ -202,42 +204,41 @@ class ResponseWriter:
         for state in choices:
             role = DeltaMessage(role="assistant", content="")
             yield self._event([ChunkChoice(index=state.index, delta=role)], choices)
-        try:
-            async for chunk in chunks:
-                state = choices[chunk.index]
-                content, calls = state.consume(chunk)
-                first_call = state.calls - len(calls)  # this choice's tool-call index
-                delta = DeltaMessage(
-                    content=content or None,
-                    tool_calls=[_delta_call(first_call + i, c) for i, c in enumerate(calls)]
-                    or None,
-                )
-                if delta.content is not None or delta.tool_calls or chunk.logprobs:
-                    logprobs = choice_logprobs(chunk.logprobs) if chunk.logprobs else None
-                    yield self._event(
-                        [ChunkChoice(index=state.index, delta=delta, logprobs=logprobs)], choices
-                    )
-                if state.finish_reason is not None:
-                    yield self._event(
-                        [
-                            ChunkChoice(
-                                index=state.index,
-                                delta=DeltaMessage(),
-                                finish_reason=state.finish_reason,
-                            )
-                        ],
-                        choices,
-                    )
-        except APIError as error:
-            yield _error_event(error)
-        except Exception:
-            logger.exception("engine stream failed")
-            yield _error_event(APIError(500, "the engine failed mid-stream", type="server_error"))
+        async for event in guarded(self._deltas(chunks, choices)):
+            yield event
         if self.include_usage:
             yield self._event(
                 [], usage=token_usage(self.prompt_tokens, sum(s.tokens for s in choices))
             )
-        yield "data: [DONE]\n\n"
+        yield SSE_DONE
+
+    async def _deltas(
+        self, chunks: AsyncIterator[EngineChunk], choices: list[ChoiceState]
+    ) -> AsyncIterator[str]:
+        async for chunk in chunks:
+            state = choices[chunk.index]
+            content, calls = state.consume(chunk)
+            first_call = state.calls - len(calls)  # this choice's tool-call index
+            delta = DeltaMessage(
+                content=content or None,
+                tool_calls=[_delta_call(first_call + i, c) for i, c in enumerate(calls)] or None,
+            )
+            if delta.content is not None or delta.tool_calls or chunk.logprobs:
+                logprobs = choice_logprobs(chunk.logprobs) if chunk.logprobs else None
+                yield self._event(
+                    [ChunkChoice(index=state.index, delta=delta, logprobs=logprobs)], choices
+                )
+            if state.finish_reason is not None:
+                yield self._event(
+                    [
+                        ChunkChoice(
+                            index=state.index,
+                            delta=DeltaMessage(),
+                            finish_reason=state.finish_reason,
+                        )
+                    ],
+                    choices,
+                )
 
     def _event(
         self,
@@ -250,7 +251,7 @@ class ResponseWriter:
         chunk = ChatCompletionChunk(
             id=self.request_id, created=self.created, model=self.model, choices=choices, usage=usage
         )
-        return f"data: {chunk.model_dump_json()}\n\n"
+        return sse(chunk)
 
 
 def _content(text: str, calls: list[ParsedCall]) -> str | None:
@@ -265,6 +266,26 @@ def _delta_call(index: int, call: ParsedCall) -> DeltaToolCall:
         type="function",
         function=DeltaFunctionCall(name=call.name, arguments=call.arguments),
     )
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse(model: BaseModel) -> str:
+    return f"data: {model.model_dump_json()}\n\n"
+
+
+async def guarded(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The events until the engine's stream ends; a failure after the 200 was sent travels
+    as one error event in OpenAI's shape, and the stream still ends properly."""
+    try:
+        async for event in events:
+            yield event
+    except APIError as error:
+        yield _error_event(error)
+    except Exception:
+        logger.exception("engine stream failed")
+        yield _error_event(APIError(500, "the engine failed mid-stream", type="server_error"))
 
 
 def _error_event(error: APIError) -> str:

@@ -1,10 +1,13 @@
-"""The router ingress: OpenAI chat API in front of the node groups' engine deployments.
+"""The router ingress: the OpenAI API in front of the node groups' engine deployments.
 
 Per request: the API key and the body's size (ASGI middleware, serve_app.access and
-serve_app.limits) -> validate (protocol, request limits, the key's request quota) -> decide
-and apply the step-by-step policy -> render the chat template and tokenize once -> check the
-context budget and the key's token quota -> pick the least loaded node group -> stream the
-engine's deltas back as OpenAI chunks (SSE) or one JSON body, within the request timeout.
+serve_app.limits) -> validate (protocol, request limits, the key's request quota: `_admit`)
+-> the prompt's token ids (chat: decide and apply the step-by-step policy, render the chat
+template and tokenize once; completions: the prompt as is) -> check the context budget and
+the key's token quota, pick the least loaded node group, start the engine (`_run`) -> the
+route's writer streams the engine's deltas back as SSE or one JSON body, within the request
+timeout. Each API keeps its wire shapes in its own module (protocol, completions_protocol,
+tokenize_protocol).
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.access import KeyRing, Quotas, RequireApiKey
+from serve_app.access import ApiKey, KeyRing, Quotas, RequireApiKey
+from serve_app.completions import CompletionWriter, PromptEcho
+from serve_app.completions_protocol import CompletionRequest
 from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
 from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
@@ -37,6 +44,7 @@ from serve_app.protocol import (
     APIError,
     ChatCompletionRequest,
     ChatMessage,
+    GenerationRequest,
     ModelCard,
     ModelList,
     StepByStepSwitch,
@@ -150,6 +158,66 @@ async def _chain(
     yield first
     async for chunk in rest:
         yield chunk
+
+
+async def merged(streams: list[AsyncIterator[EngineChunk]], n: int) -> AsyncIterator[EngineChunk]:
+    """The chunks of a batch's engine requests as they come, choice j of prompt i numbered
+    i * n + j (vLLM's order). The first failure ends it; stopping early cancels them all
+    (each engine request is then aborted)."""
+    if len(streams) == 1:
+        async for chunk in streams[0]:
+            yield chunk
+        return
+    queue: asyncio.Queue[EngineChunk | BaseException | None] = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[EngineChunk]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put(chunk._replace(index=i * n + chunk.index))
+            await queue.put(None)
+        except Exception as error:
+            await queue.put(error)
+
+    tasks = [asyncio.create_task(pump(i, stream)) for i, stream in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class AnswerWriter(Protocol):
+    """Turns the engine's chunks into a route's answer (serve_app.responses, .completions)."""
+
+    def stream(self, chunks: AsyncIterator[EngineChunk]) -> AsyncIterator[str]: ...
+
+    async def collect(self, chunks: AsyncIterator[EngineChunk]) -> BaseModel: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    """A request the engine has started answering: its id, its chunks and the headers."""
+
+    request_id: str
+    chunks: AsyncIterator[EngineChunk]
+    headers: dict[str, str]
+
+    async def answer(self, stream: bool, writer: AnswerWriter) -> Response:
+        if stream:
+            return StreamingResponse(
+                writer.stream(self.chunks), media_type="text/event-stream", headers=self.headers
+            )
+        body = await writer.collect(self.chunks)
+        return JSONResponse(body.model_dump(), headers=self.headers)
 
 
 def _retry_shortly(message: str, code: str) -> APIError:
@@ -371,7 +439,7 @@ class Router:
         self._check_vocabulary("tokens", body.tokens)
         return DetokenizeResponse(prompt=self.template.tokenizer.decode(body.tokens))
 
-    # --- chat --------------------------------------------------------------------------
+    # --- generation: chat and completions share one pipeline ------------------------------
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(
@@ -380,21 +448,7 @@ class Router:
         request: Request,
         x_step_by_step: Annotated[str | None, Header()] = None,
     ) -> Response:
-        self._check_model(body.model)
-        request.state.model = body.model
-        if self.config.router.log_prompts:
-            request.state.prompt = [
-                message.model_dump(exclude_none=True) for message in body.messages
-            ]
-        body.check()
-        key = getattr(request.state, "api_key", None)
-        key_cap = key.max_tokens if key else None
-        check_request(body, self.config.limits, key_cap)
-        self._check_token_ids(body)
-        self.quotas.charge(key, "requests", 1)
-        if body.user:
-            logger.info("chat request from user %r", body.user)
-        request.state.stream, request.state.choices = body.stream, body.n
+        key = self._admit(request, body)
         spec, structured_outputs = plan_output(body)
         prompt_ids = self._prompt_ids(
             request,
@@ -403,54 +457,120 @@ class Router:
             body.chat_template_kwargs,
             body.step_by_step or _switch(x_step_by_step),
         )
-        request_id = request.state.response_id = f"chatcmpl-{uuid.uuid4().hex}"
-        max_tokens = self._max_tokens(
-            len(prompt_ids), body.requested_max_tokens, max_tokens_cap(self.config.limits, key_cap)
+        run = await self._run(
+            request, key, body, [prompt_ids], "chatcmpl", sampling_fields(body), structured_outputs
         )
-        if body.min_tokens > max_tokens:  # vLLM's SamplingParams would refuse it: a 500
-            raise APIError(
-                400,
-                f"min_tokens must be less than or equal to max_tokens={max_tokens}, "
-                f"got {body.min_tokens}",
-                param="min_tokens",
-            )
-        self.quotas.charge(key, "tokens", len(prompt_ids) + max_tokens * body.n)
-        engine_request = EngineRequest(
-            request_id=request_id,
-            prompt_token_ids=prompt_ids,
-            max_tokens=max_tokens,
-            stream=body.stream,
-            sampling=sampling_fields(body),
-            structured_outputs=structured_outputs,
-            dispatched_at=time.time(),
-            trace_headers=getattr(request.state, "trace_headers", None),
-        )
-        # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
-        headers = {**_policy_headers(request), **self.quotas.headers(key)}
-        limit_s = self.config.router.request_timeout_s
-        deadline = asyncio.get_running_loop().time() + limit_s
-        group = request.state.node_group = self.balancer.pick()
-        stream = _until(deadline, limit_s, self._generate(engine_request, group))
-        chunks = count_chunks(_chain(await _first_chunk(stream), stream), request.state)
-        options = body.stream_options
         writer = ResponseWriter(
-            request_id=request_id,
+            request_id=run.request_id,
             model=self.model_id,
             prompt_tokens=len(prompt_ids),
             n=body.n,
             spec=spec,
             logprobs=body.logprobs,
-            include_usage=bool(options and options.include_usage),
-            continuous_usage=bool(
-                options and options.include_usage and options.continuous_usage_stats
-            ),
+            include_usage=body.include_usage,
+            continuous_usage=body.continuous_usage,
         )
-        if body.stream:
-            return StreamingResponse(
-                writer.stream(chunks), media_type="text/event-stream", headers=headers
+        return await run.answer(body.stream, writer)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        """The prompt as is, text or token ids, one or a batch: no template, no policy."""
+        key = self._admit(request, body)
+        encode = self.template.encode
+        prompts = [
+            p if isinstance(p, list) else encode(p, body.add_special_tokens) for p in body.prompts
+        ]
+        for ids in prompts:
+            self._check_vocabulary("prompt", ids)
+        request.state.prompt_tokens = sum(map(len, prompts))
+        sampling = sampling_fields(body)
+        if body.echo and body.logprobs is not None:
+            sampling["prompt_logprobs"] = body.logprobs
+        run = await self._run(request, key, body, prompts, "cmpl", sampling)
+        decode = self.template.tokenizer.decode
+        writer = CompletionWriter(
+            request_id=run.request_id,
+            model=self.model_id,
+            prompts=[
+                PromptEcho(p if isinstance(p, str) else decode(ids), ids)
+                for p, ids in zip(body.prompts, prompts, strict=True)
+            ],
+            n=body.n,
+            echo=body.echo,
+            echo_only=body.max_tokens == 0,
+            logprobs=body.logprobs,
+            decode=decode,
+            include_usage=body.include_usage,
+            continuous_usage=body.continuous_usage,
+        )
+        return await run.answer(body.stream, writer)
+
+    def _admit(self, request: Request, body: GenerationRequest) -> ApiKey | None:
+        """The checks every generating request passes before any work: the model, the
+        request's own rules and limits, token ids it names, the key's request quota."""
+        self._check_model(body.model)
+        request.state.model = body.model
+        if self.config.router.log_prompts:
+            request.state.prompt = body.prompt_for_log()
+        body.check()
+        key = getattr(request.state, "api_key", None)
+        check_request(body, self.config.limits, key.max_tokens if key else None)
+        self._check_vocabulary("logit_bias", body.logit_bias or ())
+        self._check_vocabulary("stop_token_ids", body.stop_token_ids or ())
+        self.quotas.charge(key, "requests", 1)
+        if body.user:
+            logger.info("request from user %r", body.user)
+        request.state.stream, request.state.choices = body.stream, body.n
+        return key
+
+    async def _run(
+        self,
+        request: Request,
+        key: ApiKey | None,
+        body: GenerationRequest,
+        prompts: list[list[int]],
+        id_prefix: str,
+        sampling: dict[str, Any],
+        structured_outputs: dict[str, Any] | None = None,
+    ) -> EngineRun:
+        """Sends the prompts (one engine request each, n choices per prompt) to the least
+        loaded node group, once the output's length and the key's token quota allow, and
+        waits for the first chunk, so a refusal still gets its own HTTP status."""
+        request_id = request.state.response_id = f"{id_prefix}-{uuid.uuid4().hex}"
+        cap = max_tokens_cap(self.config.limits, key.max_tokens if key else None)
+        max_tokens = [self._max_tokens(len(ids), body.requested_max_tokens, cap) for ids in prompts]
+        if body.min_tokens > min(max_tokens):  # vLLM's SamplingParams would refuse it: a 500
+            raise APIError(
+                400,
+                f"min_tokens must be less than or equal to max_tokens={min(max_tokens)}, "
+                f"got {body.min_tokens}",
+                param="min_tokens",
             )
-        completion = await writer.collect(chunks)
-        return JSONResponse(completion.model_dump(), headers=headers)
+        planned = zip(prompts, max_tokens, strict=True)
+        self.quotas.charge(key, "tokens", sum(len(ids) + most * body.n for ids, most in planned))
+        dispatched_at = time.time()
+        engine_requests = [
+            EngineRequest(
+                request_id=request_id if len(prompts) == 1 else f"{request_id}-{i}",
+                prompt_token_ids=ids,
+                max_tokens=most,
+                stream=body.stream,
+                sampling=sampling,
+                structured_outputs=structured_outputs,
+                dispatched_at=dispatched_at,
+                trace_headers=getattr(request.state, "trace_headers", None),
+            )
+            for i, (ids, most) in enumerate(zip(prompts, max_tokens, strict=True))
+        ]
+        limit_s = self.config.router.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + limit_s
+        group = request.state.node_group = self.balancer.pick()
+        streams = [self._generate(engine_request, group) for engine_request in engine_requests]
+        stream = _until(deadline, limit_s, merged(streams, body.n))
+        chunks = count_chunks(_chain(await _first_chunk(stream), stream), request.state)
+        # No X-Request-Id here: Serve's proxy returns the caller's (or a new one) on every answer.
+        headers = {**_policy_headers(request), **self.quotas.headers(key)}
+        return EngineRun(request_id, chunks, headers)
 
     def _prompt_ids(
         self,
@@ -502,11 +622,6 @@ class Router:
             return first.result()
         finally:
             first.cancel()  # a no-op once it is done
-
-    def _check_token_ids(self, body: ChatCompletionRequest) -> None:
-        """Token ids a client names must exist, or vLLM would fail the request deep inside."""
-        self._check_vocabulary("logit_bias", body.logit_bias or ())
-        self._check_vocabulary("stop_token_ids", body.stop_token_ids or ())
 
     def _check_vocabulary(self, param: str, ids: Iterable[int]) -> None:
         vocab = self.vocab_size

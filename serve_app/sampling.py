@@ -1,4 +1,4 @@
-"""What a chat request asks of the engine: sampling fields and structured outputs.
+"""What a request asks of the engine: sampling fields, and for chat structured outputs.
 
 Fields the client left out are not sent, so the engine applies the model's
 generation_config.json defaults (Qwen2.5: temperature 0.7, top_p 0.8, top_k 20,
@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
+from serve_app.protocol import (
+    ChatCompletionRequest,
+    GenerationRequest,
+    NamedToolChoice,
+    ToolDefinition,
+)
 from serve_app.responses import OutputSpec
 
 # Request fields that are vLLM SamplingParams fields of the same name and meaning.
@@ -28,15 +33,14 @@ SAMPLING_FIELDS = (
 )
 
 
-def sampling_fields(body: ChatCompletionRequest) -> dict[str, Any]:
+def sampling_fields(body: GenerationRequest) -> dict[str, Any]:
     fields = {name: getattr(body, name) for name in SAMPLING_FIELDS}
     fields["stop"] = body.stop_strings or None
     if body.min_tokens:
         fields["min_tokens"] = body.min_tokens
     if body.ignore_eos:
         fields["ignore_eos"] = True
-    if body.logprobs:
-        fields["logprobs"] = body.top_logprobs or 0
+    fields["logprobs"] = body.top_logprobs_asked
     return {name: value for name, value in fields.items() if value is not None}
 
 

@@ -22,6 +22,7 @@ KEYS = {
     "limited": "sk-athene-three-a-minute",
     "tokens": "sk-athene-tokens",
     "capped": "sk-athene-capped",
+    "once": "sk-athene-one-a-minute",
 }
 HELLO = [{"role": "user", "content": "Hello there! How are you today?"}]
 
@@ -34,6 +35,7 @@ def secure_url(stack, tmp_path_factory):
             [
                 {"id": "open", "sha256": digest(KEYS["open"])},
                 {"id": "limited", "sha256": digest(KEYS["limited"]), "requests_per_minute": 3},
+                {"id": "once", "sha256": digest(KEYS["once"]), "requests_per_minute": 1},
                 {"id": "tokens", "sha256": digest(KEYS["tokens"]), "tokens_per_minute": 400},
                 {
                     "id": "capped",
@@ -138,6 +140,21 @@ def test_a_keys_own_cap_and_step_by_step_default(secure_url):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
+def test_completions_pass_the_same_keys_quotas_and_limits(secure_url):
+    def complete(key: str | None, **fields) -> httpx.Response:
+        body = {"model": MODEL, "prompt": "Hello", "max_tokens": 2, **fields}
+        headers = auth(key) if key else {}
+        return httpx.post(f"{secure_url}/v1/completions", json=body, headers=headers, timeout=60)
+
+    assert assert_openai_error(complete(None), 401)["code"] == "missing_api_key"
+    assert complete("once").status_code == 200
+    assert assert_openai_error(complete("once"), 429)["code"] == "rate_limit_exceeded"
+    capped = assert_openai_error(complete("capped", max_tokens=10), 400)
+    assert capped["code"] == "limit_exceeded" and capped["param"] == "max_tokens"
+    assert assert_openai_error(complete("open", n=3), 400)["param"] == "n"  # max_n 2
+    assert complete("capped", max_tokens=4).headers["x-prompt-policy"] == "none"  # no policy
+
+
 def test_a_body_over_the_limit_is_413_before_parsing(secure_url, chunked):
     body = json.dumps(
         {"model": MODEL, "messages": [{"role": "user", "content": "x" * 70_000}]}

@@ -68,6 +68,19 @@ def test_a_stream_over_the_timeout_ends_with_an_error_event_then_done(stack, hur
     wait_until_idle(stack, within_s=5)
 
 
+def test_a_completions_batch_over_the_timeout_is_504_and_every_prompt_aborted(stack, hurried_url):
+    body = {
+        "model": MODEL,
+        "prompt": ["Once upon a time", "In a galaxy far away"],
+        "max_tokens": 4000,
+        "ignore_eos": True,
+    }
+    response = httpx.post(f"{hurried_url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "timeout"
+    wait_until_idle(stack, within_s=5)
+
+
 def test_fifty_streams_cut_after_their_first_chunk_leave_the_engine_idle(stack):
     async def cut_after_first_chunk(client: httpx.AsyncClient) -> None:
         async with client.stream(
