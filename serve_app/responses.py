@@ -3,8 +3,9 @@
 Each of the `n` choices keeps its own state: token count, finish reason, logprobs, and how
 its text is read. Plain requests pass text through. With `tools` and `tool_choice` auto,
 `<tool_call>` blocks become tool calls (serve_app.tool_calls). With `tool_choice` required
-or a named function, structured outputs made the engine write JSON (one call's arguments,
-or a list of calls), which becomes the tool calls at the end of the choice.
+or a named function, structured outputs make the engine write JSON (a list of calls, or one
+call's arguments). Either way a call's name goes out in its first delta and its arguments
+as they are generated.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from serve_app.protocol import (
     TopLogprob,
     Usage,
 )
-from serve_app.tool_calls import ParsedCall, ToolCallStream, new_call_id, parse_block
+from serve_app.tool_calls import (
+    CallDelta,
+    CallListStream,
+    ParsedCall,
+    ToolCallStream,
+    assemble,
+    new_call_id,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -59,66 +67,48 @@ class ChoiceState:
     spec: OutputSpec
     tokens: int = 0
     finish_reason: str | None = None
-    calls: int = 0
-    _buffer: list[str] = field(default_factory=list)  # forced tool modes: the JSON so far
-    _tools: ToolCallStream | None = None
+    calls: int = 0  # tool calls started so far
+    _text_calls: ToolCallStream | None = None
+    _list_calls: CallListStream | None = None
 
     def __post_init__(self) -> None:
         if self.spec.tool_mode == "auto":
-            self._tools = ToolCallStream(self.spec.tool_names)
+            self._text_calls = ToolCallStream(self.spec.tool_names)
+        elif self.spec.tool_mode == "required":
+            self._list_calls = CallListStream(self.spec.tool_names)
 
-    def consume(self, chunk: EngineChunk) -> tuple[str, list[ParsedCall]]:
-        """The content to show and the calls completed by this chunk."""
+    def consume(self, chunk: EngineChunk) -> tuple[str, list[CallDelta]]:
+        """The content to show and the tool-call deltas this chunk adds."""
         self.tokens += chunk.num_tokens
-        content, calls = "", []
-        if self._tools is not None:
-            content, calls = self._tools.feed(chunk.text)
-        elif self.spec.tool_mode in ("named", "required"):
-            self._buffer.append(chunk.text)
+        content, deltas = "", []
+        if self._text_calls is not None:
+            content, deltas = self._text_calls.feed(chunk.text)
+        elif self._list_calls is not None:
+            deltas = self._list_calls.feed(chunk.text)
+        elif self.spec.tool_mode == "named":
+            deltas = self._named(chunk.text)
         else:
             content = chunk.text
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
-            rest, end_calls = self._finish()
-            content, calls = content + rest, calls + end_calls
-        calls = self._allowed(calls)
+            if self._text_calls is not None:
+                content += self._text_calls.finish()
+        deltas = self._allowed(deltas)
         if self.calls and self.finish_reason == "stop":
             self.finish_reason = "tool_calls"
-        return content, calls
+        return content, deltas
 
-    def _finish(self) -> tuple[str, list[ParsedCall]]:
-        if self._tools is not None:
-            return self._tools.finish(), []
-        if self.spec.tool_mode in ("named", "required"):
-            text = "".join(self._buffer)
-            calls = _forced_calls(text, self.spec)
-            return ("", calls) if calls else (text, [])
-        return "", []
+    def _named(self, text: str) -> list[CallDelta]:
+        """A named tool: structured outputs made the whole answer its arguments' JSON."""
+        if self.calls:
+            return [CallDelta(0, None, None, text)] if text else []
+        return [CallDelta(0, new_call_id(), self.spec.named_tool, text)]
 
-    def _allowed(self, calls: list[ParsedCall]) -> list[ParsedCall]:
+    def _allowed(self, deltas: list[CallDelta]) -> list[CallDelta]:
         if not self.spec.parallel_tool_calls:
-            calls = calls[: max(0, 1 - self.calls)]
-        self.calls += len(calls)
-        return calls
-
-
-def _forced_calls(text: str, spec: OutputSpec) -> list[ParsedCall]:
-    """The JSON that structured outputs forced: the named tool's arguments, or a list of
-    {"name", "arguments"} calls for `required`. Empty when it did not finish (length)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return []
-    if spec.tool_mode == "named":
-        if not isinstance(value, dict):
-            return []
-        return [
-            ParsedCall(new_call_id(), spec.named_tool or "", json.dumps(value, ensure_ascii=False))
-        ]
-    if not isinstance(value, list):
-        return []
-    calls = [parse_block(json.dumps(call), spec.tool_names) for call in value]
-    return [call for call in calls if call is not None]
+            deltas = [delta for delta in deltas if delta.index == 0]
+        self.calls = max([self.calls, *(delta.index + 1 for delta in deltas)])
+        return deltas
 
 
 def response_tool_call(call: ParsedCall) -> ResponseToolCall:
@@ -172,13 +162,14 @@ class ResponseWriter:
     async def collect(self, chunks: AsyncIterator[EngineChunk]) -> ChatCompletion:
         choices = self._choices()
         texts: list[list[str]] = [[] for _ in choices]
-        calls: list[list[ParsedCall]] = [[] for _ in choices]
+        deltas: list[list[CallDelta]] = [[] for _ in choices]
         logprobs: list[list[TokenLogprob]] = [[] for _ in choices]
         async for chunk in chunks:
-            content, new_calls = choices[chunk.index].consume(chunk)
+            content, new_deltas = choices[chunk.index].consume(chunk)
             texts[chunk.index].append(content)
-            calls[chunk.index].extend(new_calls)
+            deltas[chunk.index].extend(new_deltas)
             logprobs[chunk.index].extend(chunk.logprobs or ())
+        calls = [assemble(choice_deltas) for choice_deltas in deltas]
         return ChatCompletion(
             id=self.request_id,
             created=self.created,
@@ -218,10 +209,8 @@ class ResponseWriter:
         async for chunk in chunks:
             state = choices[chunk.index]
             content, calls = state.consume(chunk)
-            first_call = state.calls - len(calls)  # this choice's tool-call index
             delta = DeltaMessage(
-                content=content or None,
-                tool_calls=[_delta_call(first_call + i, c) for i, c in enumerate(calls)] or None,
+                content=content or None, tool_calls=[_delta_call(c) for c in calls] or None
             )
             if delta.content is not None or delta.tool_calls or chunk.logprobs:
                 logprobs = choice_logprobs(chunk.logprobs) if chunk.logprobs else None
@@ -259,12 +248,13 @@ def _content(text: str, calls: list[ParsedCall]) -> str | None:
     return None if calls and not text.strip() else text
 
 
-def _delta_call(index: int, call: ParsedCall) -> DeltaToolCall:
+def _delta_call(delta: CallDelta) -> DeltaToolCall:
+    """OpenAI's shape: id, type and name in a call's first delta only."""
     return DeltaToolCall(
-        index=index,
-        id=call.id,
-        type="function",
-        function=DeltaFunctionCall(name=call.name, arguments=call.arguments),
+        index=delta.index,
+        id=delta.id,
+        type="function" if delta.id else None,
+        function=DeltaFunctionCall(name=delta.name, arguments=delta.arguments),
     )
 
 

@@ -232,20 +232,29 @@ def test_required_tool_choice_returns_valid_calls(client):
             assert call.function.name == "get_time" and arguments["zone"] in ("UTC", "CET")
 
 
-def test_named_tool_choice_streams_tool_call_deltas(client):
-    chunks = list(
-        chat(
-            client,
-            max_tokens=120,
-            tools=[WEATHER, TIME],
-            tool_choice={"type": "function", "function": {"name": "get_time"}},
-            parallel_tool_calls=False,
-            stream=True,
-        )
-    )
+@pytest.mark.parametrize(
+    "tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}]
+)
+def test_streamed_tool_call_arguments_reassemble_to_the_whole_answer(client, tool_choice):
+    """The name in a call's first delta, then its arguments token by token; joined, they are
+    the non-streamed call of the same seed."""
+    fields = {
+        "max_tokens": 120,
+        "tools": [LIGHTS, TIME],
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": False,
+        "seed": 11,
+        "temperature": 1.0,
+    }
+    (whole,) = chat(client, **fields).choices[0].message.tool_calls
+    chunks = list(chat(client, stream=True, **fields))
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or ())]
-    assert [d.function.name for d in deltas] == ["get_time"]
-    assert json.loads(deltas[0].function.arguments)["zone"] in ("UTC", "CET")
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name == whole.function.name
+    assert all(d.id is None and d.function.name is None for d in deltas[1:])
+    assert {d.index for d in deltas} == {0}
+    assert len(deltas) > 2  # streamed as generated, not in one piece at the end
+    assert "".join(d.function.arguments for d in deltas) == whole.function.arguments
+    json.loads(whole.function.arguments)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
