@@ -23,7 +23,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -31,8 +31,9 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.access import ApiKey, KeyRing, Quotas, RequireApiKey
-from serve_app.completions import CompletionWriter, PromptEcho
+from serve_app.chat_writer import OutputSpec, ResponseWriter
 from serve_app.completions_protocol import CompletionRequest
+from serve_app.completions_writer import CompletionWriter, PromptEcho
 from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
 from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
@@ -51,7 +52,8 @@ from serve_app.protocol import (
     ToolDefinition,
 )
 from serve_app.request_log import RequestLog, count_chunks
-from serve_app.responses import ResponseWriter
+from serve_app.responses_protocol import PARAMS_FROM_CHAT, ResponseObject, ResponsesRequest
+from serve_app.responses_writer import ResponsesWriter
 from serve_app.sampling import plan_output, prompt_tools, sampling_fields
 from serve_app.tokenize_protocol import (
     DetokenizeRequest,
@@ -196,7 +198,7 @@ async def merged(streams: list[AsyncIterator[EngineChunk]], n: int) -> AsyncIter
 
 
 class AnswerWriter(Protocol):
-    """Turns the engine's chunks into a route's answer (serve_app.responses, .completions)."""
+    """Turns the engine's chunks into a route's answer (serve_app.chat_writer, .completions_writer)."""
 
     def stream(self, chunks: AsyncIterator[EngineChunk]) -> AsyncIterator[str]: ...
 
@@ -448,6 +450,54 @@ class Router:
         request: Request,
         x_step_by_step: Annotated[str | None, Header()] = None,
     ) -> Response:
+        run, spec = await self._chat_run(request, body, x_step_by_step)
+        writer = ResponseWriter(
+            request_id=run.request_id,
+            model=self.model_id,
+            prompt_tokens=request.state.prompt_tokens,
+            n=body.n,
+            spec=spec,
+            logprobs=body.logprobs,
+            include_usage=body.include_usage,
+            continuous_usage=body.continuous_usage,
+        )
+        return await run.answer(body.stream, writer)
+
+    @app.post("/v1/responses", response_model=None)
+    async def responses(
+        self,
+        body: ResponsesRequest,
+        request: Request,
+        x_step_by_step: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """OpenAI's Responses API, stateless: the chat request it amounts to, answered in
+        the Responses shapes."""
+        try:
+            chat = body.to_chat()
+        except ValidationError as invalid:  # input a chat request cannot hold
+            first = invalid.errors()[0]
+            raise APIError(400, f"input: {first['msg']}", param="input") from None
+        try:
+            run, spec = await self._chat_run(request, chat, x_step_by_step, "resp_")
+        except APIError as error:  # name the Responses field, not chat's
+            param = error.detail.param
+            error.detail.param = PARAMS_FROM_CHAT.get(param or "", param)
+            raise
+        writer = ResponsesWriter(
+            ResponseObject.for_request(body, run.request_id, self.model_id),
+            spec,
+            request.state.prompt_tokens,
+        )
+        return await run.answer(body.stream, writer)
+
+    async def _chat_run(
+        self,
+        request: Request,
+        body: ChatCompletionRequest,
+        x_step_by_step: str | None,
+        id_prefix: str = "chatcmpl-",
+    ) -> tuple[EngineRun, OutputSpec]:
+        """A chat request through the policy and the template to the engine."""
         key = self._admit(request, body)
         spec, structured_outputs = plan_output(body)
         prompt_ids = self._prompt_ids(
@@ -457,20 +507,11 @@ class Router:
             body.chat_template_kwargs,
             body.step_by_step or _switch(x_step_by_step),
         )
+        sampling = sampling_fields(body)
         run = await self._run(
-            request, key, body, [prompt_ids], "chatcmpl", sampling_fields(body), structured_outputs
+            request, key, body, [prompt_ids], id_prefix, sampling, structured_outputs
         )
-        writer = ResponseWriter(
-            request_id=run.request_id,
-            model=self.model_id,
-            prompt_tokens=len(prompt_ids),
-            n=body.n,
-            spec=spec,
-            logprobs=body.logprobs,
-            include_usage=body.include_usage,
-            continuous_usage=body.continuous_usage,
-        )
-        return await run.answer(body.stream, writer)
+        return run, spec
 
     @app.post("/v1/completions", response_model=None)
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
@@ -486,7 +527,7 @@ class Router:
         sampling = sampling_fields(body)
         if body.echo and body.logprobs is not None:
             sampling["prompt_logprobs"] = body.logprobs
-        run = await self._run(request, key, body, prompts, "cmpl", sampling)
+        run = await self._run(request, key, body, prompts, "cmpl-", sampling)
         decode = self.template.tokenizer.decode
         writer = CompletionWriter(
             request_id=run.request_id,
@@ -536,7 +577,7 @@ class Router:
         """Sends the prompts (one engine request each, n choices per prompt) to the least
         loaded node group, once the output's length and the key's token quota allow, and
         waits for the first chunk, so a refusal still gets its own HTTP status."""
-        request_id = request.state.response_id = f"{id_prefix}-{uuid.uuid4().hex}"
+        request_id = request.state.response_id = f"{id_prefix}{uuid.uuid4().hex}"
         cap = max_tokens_cap(self.config.limits, key.max_tokens if key else None)
         max_tokens = [self._max_tokens(len(ids), body.requested_max_tokens, cap) for ids in prompts]
         if body.min_tokens > min(max_tokens):  # vLLM's SamplingParams would refuse it: a 500

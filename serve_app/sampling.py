@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_app.chat_writer import OutputSpec
 from serve_app.protocol import (
     ChatCompletionRequest,
     GenerationRequest,
     NamedToolChoice,
     ToolDefinition,
 )
-from serve_app.responses import OutputSpec
 
 # Request fields that are vLLM SamplingParams fields of the same name and meaning.
 SAMPLING_FIELDS = (

@@ -16,7 +16,7 @@ from serve_app.limits import check_request, max_tokens_cap
 from serve_app.protocol import APIError
 
 from .fake_clock import FakeClock
-from .test_responses import request
+from .test_chat_writer import request
 
 KEY = "sk-athene-test-key"
 

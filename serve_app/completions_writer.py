@@ -12,10 +12,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from serve_app.chat_writer import SSE_DONE, guarded, sse, token_usage
 from serve_app.completions_protocol import Completion, CompletionChoice, CompletionLogprobs
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import Usage
-from serve_app.responses import SSE_DONE, guarded, sse, token_usage
 
 LOGPROB_FLOOR = -9999.0  # what OpenAI and vLLM send for -inf (JSON has no infinity)
 

@@ -9,9 +9,9 @@ import json
 import pytest
 from vllm import SamplingParams
 
+from serve_app.chat_writer import OutputSpec, ResponseWriter
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import ChatCompletionRequest
-from serve_app.responses import OutputSpec, ResponseWriter
 from serve_app.sampling import plan_output, prompt_tools, sampling_fields
 
 TOOLS = frozenset({"get_time"})

@@ -9,8 +9,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from serve_app.completions import CompletionWriter, PromptEcho
 from serve_app.completions_protocol import CompletionRequest
+from serve_app.completions_writer import CompletionWriter, PromptEcho
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import APIError
 from serve_app.router import merged
