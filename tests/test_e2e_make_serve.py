@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
+import openai
 import pytest
 
 from .conftest import ROOT, free_port, wait_for
@@ -138,6 +139,20 @@ def test_the_suggested_curl_gets_a_chat_answer(served):
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"]
     assert body["usage"]["completion_tokens"] > 0
+
+
+def test_every_generating_route_answers_through_make_serve(served):
+    """Completions, responses and tokenize (chat: above), with the official client where it
+    has one."""
+    client = openai.OpenAI(base_url=served.ready["API"].split()[0], api_key="unused")
+    model = "athene-v2-chat"
+    assert client.completions.create(model=model, prompt="Hi", max_tokens=2).choices[0].text
+    assert client.responses.create(model=model, input="Hi", max_output_tokens=2).output_text
+    base = served.ready["API"].split()[0].removesuffix("/v1")
+    tokens = httpx.post(f"{base}/tokenize", json={"prompt": "Hi"}, timeout=30).json()["tokens"]
+    assert httpx.post(f"{base}/detokenize", json={"tokens": tokens}, timeout=30).json() == {
+        "prompt": "Hi"
+    }
 
 
 def test_the_printed_metrics_address_serves_router_and_engine_metrics(served):

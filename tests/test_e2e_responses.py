@@ -11,6 +11,9 @@ import httpx
 import openai
 import pytest
 
+from .test_e2e_openai_parity import LIGHTS as CHAT_LIGHTS
+from .test_e2e_openai_parity import TIME as CHAT_TIME
+
 pytestmark = pytest.mark.e2e
 
 MODEL = "athene-v2-chat"
@@ -24,27 +27,8 @@ YES_NO = {
         "additionalProperties": False,
     },
 }
-TIME = {
-    "type": "function",
-    "name": "get_time",
-    "description": "The time in a zone",
-    "parameters": {
-        "type": "object",
-        "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
-        "required": ["zone"],
-        "additionalProperties": False,
-    },
-}
-LIGHTS = {
-    "type": "function",
-    "name": "set_lights",
-    "parameters": {
-        "type": "object",
-        "properties": {"on": {"type": "boolean"}},
-        "required": ["on"],
-        "additionalProperties": False,
-    },
-}
+# Chat's tools, in the Responses API's flat shape.
+TIME, LIGHTS = ({"type": "function", **tool["function"]} for tool in (CHAT_TIME, CHAT_LIGHTS))
 
 
 @pytest.fixture(scope="module")
