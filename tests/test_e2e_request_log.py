@@ -76,6 +76,35 @@ def test_one_json_line_per_request_with_its_fields_and_no_prompt(logged_url):
     assert not any(secret in path.read_text(errors="replace") for path in logs.rglob("*.log"))
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "prefix"),
+    [
+        ("completions", {"prompt": "Once", "max_tokens": 3, "ignore_eos": True}, "cmpl-"),
+        ("responses", {"input": "Once upon a time", "max_output_tokens": 3}, "resp_"),
+    ],
+)
+def test_completions_and_responses_get_the_same_line(logged_url, route, body, prefix):
+    request_id = f"log-test-{uuid.uuid4().hex}"
+    response = httpx.post(
+        f"{logged_url}/v1/{route}",
+        json={"model": MODEL, **body},
+        headers={"X-Request-Id": request_id},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    (record,) = request_lines(request_id)
+    fields = record["athene"]
+    assert fields["path"] == f"/v1/{route}" and fields["outcome"] == "ok"
+    assert fields["model"] == MODEL and fields["node_group"] == "cpu"
+    assert fields["response_id"] == response.json()["id"] and fields["response_id"].startswith(
+        prefix
+    )
+    usage = response.json()["usage"]
+    assert fields["prompt_tokens"] == usage.get("prompt_tokens", usage.get("input_tokens"))
+    assert fields["completion_tokens"] == usage.get("completion_tokens", usage.get("output_tokens"))
+    assert "prompt" not in fields  # router.log_prompts is off
+
+
 def test_refusals_get_their_line_with_the_error_code(logged_url):
     request_id = f"log-test-{uuid.uuid4().hex}"
     response = httpx.post(
