@@ -149,6 +149,13 @@ class NodeGroupConfig(Strict):
         None, description="Ray accelerator type of the group's GPUs (H100, A100...); none: CPU."
     )
     tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(
+        None,
+        gt=0,
+        description="the group's context window; none: model.max_model_len. A group with a "
+        "larger window is a long-context group (YaRN through engine_args.hf_overrides): the "
+        "router sends it only requests that fit no group with a smaller window",
+    )
     num_cpus: float = Field(1, ge=0, description="CPUs for the replica actor (first bundle).")
     engine_args: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the replica.")
@@ -198,6 +205,14 @@ class AppConfig(Strict):
         if len(names) != len(set(names)):
             raise ValueError(f"node group names must be unique, got {names}")
         return self
+
+    def window(self, group: NodeGroupConfig) -> int:
+        """The group's context window: its own, else the model's."""
+        return group.max_model_len or self.model.max_model_len
+
+    @property
+    def longest_window(self) -> int:
+        return max(self.window(group) for group in self.node_groups)
 
 
 class ConfigError(ValueError):

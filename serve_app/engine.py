@@ -43,7 +43,7 @@ def engine_args_for(
         model=source,
         tokenizer=model.tokenizer or source,
         served_model_name=[model.id],
-        max_model_len=model.max_model_len,
+        max_model_len=group.max_model_len or model.max_model_len,
         tensor_parallel_size=group.tensor_parallel_size,
         distributed_executor_backend="ray" if uses_ray_executor(group) else "mp",
         otlp_traces_endpoint=tracing.otlp_endpoint,

@@ -252,8 +252,14 @@ class NodeGroupBalancer:
     max_ongoing_requests) wins; groups with no running replica come last, so a group
     scaling up from zero still gets traffic when it is the only one."""
 
-    def __init__(self, groups: list[NodeGroupConfig], handles: dict[str, DeploymentHandle]):
+    def __init__(
+        self,
+        groups: list[NodeGroupConfig],
+        handles: dict[str, DeploymentHandle],
+        windows: dict[str, int],
+    ):
         self.handles = handles
+        self.windows = windows  # each group's context window
         self.slots = {group.name: group.max_ongoing_requests for group in groups}
         self.in_flight = dict.fromkeys(self.handles, 0)
         self.running = dict.fromkeys(self.handles, 0)
@@ -266,9 +272,18 @@ class NodeGroupBalancer:
         if running:
             self.seen_up.add(group)
 
-    def pick(self) -> str:
+    def fitting(self, needed: int) -> list[str]:
+        """The groups whose window holds `needed` tokens, and of those only the ones with
+        the smallest window: a long-context group (whose YaRN scaling can lower quality on
+        short texts) gets only what fits nowhere else."""
+        fitting = {group: window for group, window in self.windows.items() if window >= needed}
+        smallest = min(fitting.values(), default=0)
+        return [group for group, window in fitting.items() if window == smallest]
+
+    def pick(self, groups: list[str] | None = None) -> str:
+        """The least loaded of `groups` (by default all)."""
         return min(
-            self.handles,
+            groups or self.handles,
             key=lambda g: (
                 self.running[g] == 0,
                 self.in_flight[g] / (max(self.running[g], 1) * self.slots[g]),
@@ -298,7 +313,8 @@ class Router:
             config.prompt_policy.step_by_step, self.template.default_system_prompt
         )
         self.vocab_size = len(self.template.tokenizer)  # once: it is the same every request
-        self.balancer = NodeGroupBalancer(config.node_groups, engines)
+        windows = {group.name: config.window(group) for group in config.node_groups}
+        self.balancer = NodeGroupBalancer(config.node_groups, engines, windows)
         self.quotas = Quotas(replicas=config.router.num_replicas)
         app.state.metrics = RouterMetrics(frozenset(route.path for route in app.routes))
         app.state.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
@@ -373,7 +389,7 @@ class Router:
 
     def _card(self) -> ModelCard:
         return ModelCard(
-            id=self.model_id, created=self.started, max_model_len=self.config.model.max_model_len
+            id=self.model_id, created=self.started, max_model_len=self.config.longest_window
         )
 
     @app.get("/v1/models/{model:path}")
@@ -425,7 +441,7 @@ class Router:
             tokens = self.template.encode(body.prompt, body.add_special_tokens)
         answer = TokenizeResponse(
             count=len(tokens),
-            max_model_len=self.config.model.max_model_len,
+            max_model_len=self.config.longest_window,
             tokens=tokens,
             token_strs=(
                 self.template.tokenizer.convert_ids_to_tokens(tokens)
@@ -578,8 +594,14 @@ class Router:
         loaded node group, once the output's length and the key's token quota allow, and
         waits for the first chunk, so a refusal still gets its own HTTP status."""
         request_id = request.state.response_id = f"{id_prefix}{uuid.uuid4().hex}"
+        requested = body.requested_max_tokens
+        group = self.balancer.pick(self._groups_for(max(map(len, prompts)), requested))
+        window = self.balancer.windows[group]
         cap = max_tokens_cap(self.config.limits, key.max_tokens if key else None)
-        max_tokens = [self._max_tokens(len(ids), body.requested_max_tokens, cap) for ids in prompts]
+        max_tokens = [
+            requested if requested is not None else min(window - len(ids), cap or window)
+            for ids in prompts
+        ]
         if body.min_tokens > min(max_tokens):  # vLLM's SamplingParams would refuse it: a 500
             raise APIError(
                 400,
@@ -605,7 +627,7 @@ class Router:
         ]
         limit_s = self.config.router.request_timeout_s
         deadline = asyncio.get_running_loop().time() + limit_s
-        group = request.state.node_group = self.balancer.pick()
+        request.state.node_group = group
         streams = [self._generate(engine_request, group) for engine_request in engine_requests]
         stream = _until(deadline, limit_s, merged(streams, body.n))
         chunks = count_chunks(_chain(await _first_chunk(stream), stream), request.state)
@@ -674,23 +696,23 @@ class Router:
                 param=param,
             )
 
-    def _max_tokens(self, prompt_tokens: int, requested: int | None, cap: int | None) -> int:
-        """The request's max_tokens; by default the rest of the context, or the cap if lower."""
-        limit = self.config.model.max_model_len
-        max_tokens = requested if requested is not None else limit - prompt_tokens
-        if requested is None and cap is not None:
-            max_tokens = min(max_tokens, cap)
-        if prompt_tokens + max(max_tokens, 1) > limit:
+    def _groups_for(self, prompt_tokens: int, requested: int | None) -> list[str]:
+        """The node groups that hold the prompt and the requested output (one token at
+        least), or the context-length error naming the longest window."""
+        needed = prompt_tokens + (requested or 1)
+        groups = self.balancer.fitting(needed)
+        if not groups:
+            limit = max(self.balancer.windows.values())
             asked = f" and requested {requested} output tokens" if requested is not None else ""
             raise APIError(
                 400,
                 f"This model's maximum context length is {limit} tokens. However, your "
-                f"messages are {prompt_tokens} tokens{asked} ({prompt_tokens + max(max_tokens, 1)} "
-                "in total). Please reduce the length of the messages or max_tokens.",
+                f"messages are {prompt_tokens} tokens{asked} ({needed} in total). Please "
+                "reduce the length of the messages or max_tokens.",
                 param="messages" if requested is None else "max_tokens",
                 code="context_length_exceeded",
             )
-        return max_tokens
+        return groups
 
     async def _generate(
         self, engine_request: EngineRequest, group: str

@@ -176,7 +176,19 @@ class TestBalancer:
             gpu_group(name="h100", max_ongoing_requests=40),
             gpu_group(name="a100", max_ongoing_requests=20),
         ]
-        return NodeGroupBalancer(groups, {"h100": object(), "a100": object()})
+        windows = {"h100": 32768, "a100": 32768}
+        return NodeGroupBalancer(groups, {"h100": object(), "a100": object()}, windows)
+
+    def test_a_long_context_group_gets_only_what_fits_nowhere_else(self):
+        groups = [gpu_group(name=name) for name in ("h100", "a100", "long")]
+        windows = {"h100": 32768, "a100": 32768, "long": 131072}
+        balancer = NodeGroupBalancer(groups, dict.fromkeys(windows, object()), windows)
+        balancer.running.update(h100=1, a100=1, long=1)
+        balancer.in_flight.update(h100=30, a100=30)  # busy: still not the long group
+        assert balancer.fitting(100) == ["h100", "a100"] == balancer.fitting(32768)
+        assert balancer.fitting(32769) == ["long"] == balancer.fitting(131072)
+        assert balancer.fitting(131073) == []
+        assert balancer.pick(balancer.fitting(100)) in ("h100", "a100")
 
     def test_least_loaded_per_unit_of_live_capacity(self):
         balancer = self.make()
@@ -222,7 +234,8 @@ class TestBalancer:
             gpu_group(name="h100", autoscaling_config={"min_replicas": 0}),
             gpu_group(name="a100"),
         ]
-        balancer = NodeGroupBalancer(groups, {"h100": object(), "a100": object()})
+        windows = {"h100": 32768, "a100": 32768}
+        balancer = NodeGroupBalancer(groups, dict.fromkeys(windows, object()), windows)
         balancer.observe("h100", 1)
         balancer.observe("h100", 0)
         assert not balancer.down("h100")  # a request waits for the cold start instead
@@ -307,3 +320,25 @@ def test_a_scale_to_zero_group_keeps_min_replicas_zero_in_its_args():
 
 def config_group(config, name):
     return next(group for group in config.node_groups if group.name == name)
+
+
+def test_the_long_context_groups_yarn_gives_vllm_its_window(dev_model_dir):
+    """The production long-context group's engine args, on the dev model (whose config.json
+    has Qwen2.5-72B's 32k positions and rope theta): vLLM accepts the 128k window only
+    because of the YaRN override, and the router sends there only what needs it."""
+    from serve_app.engine import engine_args_for
+
+    _, config = load_serve_config(PRODUCTION_CONFIG)
+    (long,) = [g for g in config.node_groups if config.window(g) > config.model.max_model_len]
+    assert config.window(long) == config.longest_window == 131072
+    assert long.autoscaling_config.min_replicas == 0 and long.cold_start_timeout_s
+    on_cpu = long.model_copy(update={"accelerator_type": None, "tensor_parallel_size": 1})
+    args = engine_args_for(config.model, str(dev_model_dir), on_cpu, config.tracing)
+    args.load_format = "dummy"
+    assert args.create_engine_config().model_config.max_model_len == 131072
+    without_yarn = {k: v for k, v in long.engine_args.items() if k != "hf_overrides"}
+    plain = on_cpu.model_copy(update={"engine_args": without_yarn})
+    args = engine_args_for(config.model, str(dev_model_dir), plain, config.tracing)
+    args.load_format = "dummy"
+    with pytest.raises(ValueError, match="max_model_len"):
+        args.create_engine_config()

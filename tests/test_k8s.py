@@ -258,6 +258,7 @@ def test_gpu_groups_hold_their_replicas(overlay: str) -> None:
     service = rayservice(overlay)
     config = app_config(service)
     groups = worker_groups(service)
+    gpus_wanted = dict.fromkeys(groups, 0)  # Serve's max_replicas x TP, by worker group
     for node_group in config.node_groups:
         if not node_group.uses_gpus:
             continue
@@ -269,10 +270,12 @@ def test_gpu_groups_hold_their_replicas(overlay: str) -> None:
         replicas_per_pod = gpus // tp
         assert replicas_per_pod >= 1, f"{node_group.name}: TP {tp} > {gpus} GPUs of {name}"
         assert replicas_per_pod * tp == gpus, f"{name}: {gpus % tp} GPUs per pod idle at TP {tp}"
-        max_serve = node_group.autoscaling_config.max_replicas
-        assert max_serve * tp <= groups[name]["maxReplicas"] * gpus, (
-            f"{node_group.name}: Serve max_replicas {max_serve} x TP {tp} GPUs > worker "
-            f"group {name}'s maxReplicas {groups[name]['maxReplicas']} x {gpus} GPUs"
+        gpus_wanted[name] += node_group.autoscaling_config.max_replicas * tp
+    for name, wanted in gpus_wanted.items():
+        provided = groups[name]["maxReplicas"] * gpus_per_pod(groups[name])
+        assert wanted <= provided, (
+            f"the node groups on worker group {name} may scale to {wanted} GPUs, more than "
+            f"its maxReplicas {groups[name]['maxReplicas']} x {gpus_per_pod(groups[name])}"
         )
 
 
