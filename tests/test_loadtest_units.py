@@ -3,6 +3,7 @@ summary and SLO gates, the Poisson pacer's rate, the workload draws and the load
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -19,7 +20,7 @@ from loadtest.load import PoissonPacer, level
 from loadtest.slo import SLO, RequestTargets, describe_failures
 from loadtest.stream import Sample, StreamRecorder, error_of_body
 from loadtest.summary import summarize
-from loadtest.workload import PromptBank, Workload
+from loadtest.workload import PromptBank, Workload, replay_turns
 from tests.fake_clock import FakeClock
 
 # A real stream from the CPU app (max_tokens 6, continuous usage stats), each line with its
@@ -319,6 +320,45 @@ def test_multi_turn_resends_the_history_under_one_system_prompt():
     }
     assert first["messages"][0] == {"role": "system", "content": bank.system_prompt}
     assert conversation.turn == 2
+
+
+def test_sharegpt_replays_real_turns_with_the_real_answers_as_history():
+    """Each turn's prompt starts with exactly the bytes the turn before sent, whatever the
+    model answered: the prefix a cache-aware router and vLLM's prefix cache can reuse."""
+    workload = Workload.load("sharegpt")
+    bank = PromptBank()
+    rng = random.Random(7)
+    for _ in range(20):
+        conversation = workload.start(rng, bank)
+        assert conversation.kind == "sharegpt" and conversation.turns
+        sent: list[list[dict]] = []
+        while True:
+            sent.append(conversation.request("m")["messages"])
+            if not conversation.reply("whatever the model said"):
+                break
+        config = workload.kinds["sharegpt"]
+        assert 1 <= len(sent) <= config.max_turns
+        for before, after in itertools.pairwise(sent):
+            assert after[: len(before)] == before
+            assert after[len(before)]["role"] == "assistant"
+            assert after[len(before)]["content"] != "whatever the model said"
+        if len(sent) > 1:
+            assert sum(len(m["content"]) for m in sent[-1]) <= config.max_history_chars
+        assert [m["role"] for m in sent[-1]] == ["user", "assistant"] * (len(sent) - 1) + ["user"]
+        # The turns are the corpus's own, in order.
+        assert any(tuple(sent[-1]) == c[: len(sent[-1])] for c in bank.sharegpt)
+    assert workload.turn_think_s > 0
+
+
+def test_a_replay_keeps_its_first_turn_and_stops_at_its_limits():
+    messages = tuple(
+        {"role": role, "content": text}
+        for role, text in [("user", "a" * 50), ("assistant", "b" * 50)] * 5
+    )
+    assert len(replay_turns(messages, None, None)[0]) == 5
+    assert len(replay_turns(messages, None, 2)[0]) == 2
+    assert len(replay_turns(messages, 250, None)[0]) == 3  # 50 + 100 + 100 = 250 chars
+    assert len(replay_turns(messages, 10, None)[0]) == 1  # the first turn, even if long
 
 
 def test_workload_typos_are_refused_by_name():
