@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application, Deployment
 
+from serve_app.cache_router import CLASS_PATH as CACHE_ROUTER
 from serve_app.config import AppConfig, NodeGroupConfig, TracingConfig, parse_app_config
 from serve_app.devmodel import resolve_source
 from serve_app.engine import EngineReplica
@@ -57,6 +58,8 @@ def engine_deployment_options(group: NodeGroupConfig, tracing: TracingConfig) ->
             "runtime_env": {"env_vars": {**engine_tracing_env(group, tracing), **group.env}},
         },
     }
+    if group.request_router == "cache_aware":
+        options["request_router_config"] = {"request_router_class": CACHE_ROUTER}
     if group.uses_gpus:
         # A TP group never spans nodes: all its GPUs in one STRICT_PACK placement group.
         options["placement_group_bundles"] = placement_bundles(group)

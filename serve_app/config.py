@@ -167,6 +167,12 @@ class NodeGroupConfig(Strict):
         "running replica waits for the first token (node + engine start) before a 503 "
         "with Retry-After; none: the router's request_timeout_s",
     )
+    request_router: Literal["power_of_two", "cache_aware"] = Field(
+        "power_of_two",
+        description="how Serve picks a replica of the group: its default (power of two "
+        "choices on queue length), or serve_app.cache_router (the replica holding the "
+        "prompt's longest cached prefix, then the caller's session, under a load guard)",
+    )
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(-1, ge=-1)
     health_check_period_s: float = Field(10, gt=0)

@@ -29,6 +29,8 @@ class EngineRequest:
     dispatched_at: float = 0.0
     # W3C trace headers of the router's span (serve_app.tracing): vLLM's span joins it.
     trace_headers: dict[str, str] | None = None
+    # The caller's session (its `user`): the cache-aware request router's tie-breaker.
+    session: str | None = None
 
 
 class EngineChunk(NamedTuple):

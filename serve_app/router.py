@@ -622,6 +622,7 @@ class Router:
                 structured_outputs=structured_outputs,
                 dispatched_at=dispatched_at,
                 trace_headers=getattr(request.state, "trace_headers", None),
+                session=body.user,
             )
             for i, (ids, most) in enumerate(zip(prompts, max_tokens, strict=True))
         ]
