@@ -139,7 +139,6 @@ def test_a_keys_own_cap_and_step_by_step_default(secure_url):
     assert error["param"] == "max_tokens" and "this API key" in error["message"]
 
 
-@pytest.mark.parametrize("chunked", [False, True])
 def test_completions_pass_the_same_keys_quotas_and_limits(secure_url):
     def complete(key: str | None, **fields) -> httpx.Response:
         body = {"model": MODEL, "prompt": "Hello", "max_tokens": 2, **fields}
@@ -155,6 +154,7 @@ def test_completions_pass_the_same_keys_quotas_and_limits(secure_url):
     assert complete("capped", max_tokens=4).headers["x-prompt-policy"] == "none"  # no policy
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 def test_a_body_over_the_limit_is_413_before_parsing(secure_url, chunked):
     body = json.dumps(
         {"model": MODEL, "messages": [{"role": "user", "content": "x" * 70_000}]}
