@@ -42,6 +42,8 @@ from serve_app.config import ServeAutoscaling
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "loadtest" / "planning"
+# A fixed profile for the planner's own behaviour (the shipped ones change with measurements).
+ESTIMATES = ROOT / "tests" / "data" / "h100-tp4-estimates.yaml"
 
 # ---------------------------------------------------------------------------------------------
 # The policy copy against Ray's code
@@ -365,10 +367,10 @@ def test_sweep_recommends_settings_that_meet_the_goal():
 
 def test_shipped_profile_and_bench_results_load(tmp_path: Path):
     profile = ReplicaProfile.model_validate(yaml.safe_load((SHIPPED / "h100-tp4.yaml").read_text()))
-    assert "ESTIMATE" in profile.description
+    assert "derived from measured" in profile.description
     assert profile.at(0) == profile.at(1) and profile.at(1000) == profile.at(128)
     ttft, tpot = profile.at(20)
-    assert 0.20 < ttft < 0.25 and 0.028 < tpot < 0.032
+    assert 0.10 < ttft < 0.13 and 0.028 < tpot < 0.033
 
     # `make bench`'s results.json rows: the stack's, per concurrency and round, beside
     # vLLM's own server's and the Locust client's, which the profile must ignore.
@@ -396,11 +398,30 @@ def test_shipped_profile_and_bench_results_load(tmp_path: Path):
     assert measured.replica_startup_s == profile.replica_startup_s
 
 
+def test_shipped_profiles_are_derived_from_the_measured_step_times():
+    """The committed profiles are what loadtest.gpu_profile derives (no hand edits), and the
+    derivation keeps the measurement's floor: never faster than the scaled measured step."""
+    from loadtest import gpu_profile
+
+    assert gpu_profile.main(["check"]) == 0
+    shard, _ = gpu_profile._measured()
+    for group in gpu_profile.GROUPS:
+        table = gpu_profile.latency_table(group)
+        tpots = [row["tpot_s"] for row in table]
+        assert tpots == sorted(tpots)  # more sequences, slower steps
+        decode_scale, _ = gpu_profile.GPU_SCALE[group.gpu]
+        for row in table:
+            floor = gpu_profile.decode_ms(shard, group.tp, row["concurrency"], 1128) * decode_scale
+            assert row["tpot_s"] * 1000 > floor + 4  # + all-reduces and scheduling
+    # The measured H200 TP-4 step at batch 64, 1k context, is 15.6 ms: interpolation hits it.
+    assert gpu_profile.decode_ms(shard, 4, 64, 1024) == pytest.approx(15.587)
+
+
 def test_cli_plans_and_sweeps_on_the_shipped_files(tmp_path: Path, capsys):
     out, png = tmp_path / "plan.json", tmp_path / "plan.png"
     status = capacity.main([
         "--config", str(ROOT / "serve_config.yaml"), "--group", "h100-tp4",
-        "--profile", str(SHIPPED / "h100-tp4.yaml"),
+        "--profile", str(ESTIMATES),
         "--rate-curve", str(SHIPPED / "spike.yaml"),
         "--slo", str(ROOT / "loadtest" / "slo" / "interactive.yaml"),
         "--json", str(out), "--plot", str(png),
@@ -421,7 +442,7 @@ def test_cli_plans_and_sweeps_on_the_shipped_files(tmp_path: Path, capsys):
 
 
 def test_module_entry_point_exits_1_without_a_recommendation_and_2_on_bad_input(tmp_path):
-    command = [sys.executable, "-m", "loadtest.capacity", "--profile", str(SHIPPED / "h100-tp4.yaml"),
+    command = [sys.executable, "-m", "loadtest.capacity", "--profile", str(ESTIMATES),
                "--rate-curve", str(SHIPPED / "spike.yaml"), "--config", str(ROOT / "serve_config.yaml")]  # fmt: skip
     sweep = ["--sweep", "--grid-target", "24", "--grid-upscale", "0", "--grid-downscale", "900",
              "--grid-min", "2", "--check-seeds", "0"]  # fmt: skip
