@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.cpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-fast lint devmodel install clean bench-prompt bench bench-routing loadtest autoscale dashboard \
+.PHONY: serve test test-fast lint devmodel install clean bench-prompt bench bench-relay bench-routing loadtest autoscale dashboard \
   policy-eval policy-model
 
 install: $(STAMP)
@@ -95,6 +95,10 @@ policy-model: $(STAMP)
 # This project's stack vs vLLM's own server vs the bare engine, side by side (about 15 min).
 bench: devmodel
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m benchmarks.serving $(BENCH_ARGS)
+
+# The router's and the proxy's cost per streamed token at GPU rates (a stand-in engine).
+bench-relay: devmodel
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m benchmarks.relay $(BENCH_ARGS)
 
 # Serve's default request router against the cache-aware one on the ShareGPT replay.
 bench-routing: devmodel
