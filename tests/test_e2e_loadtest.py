@@ -126,6 +126,21 @@ def test_open_loop_spike_and_a_broken_slo_exit_1(stack, tmp_path):
     assert {0.5, 2.0} <= rates
 
 
+def test_the_sharegpt_replay_sends_real_conversations_turn_by_turn(stack, tmp_path):
+    """`make loadtest WORKLOAD=sharegpt`: later turns follow earlier ones of the same user,
+    and every turn's prompt grows (it resends the real history)."""
+    result = locust(
+        stack, tmp_path, "-u", "2", "-r", "2", "-t", "25s", "--workload", "sharegpt",
+        "--slo-file", "loadtest/slo/cpu-dev.yaml",
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # SLOs aside
+    samples = rows(tmp_path / "samples.jsonl")
+    assert samples and all(s["workload"] == "sharegpt" and s["ok"] for s in samples)
+    assert max(s["turn"] for s in samples) >= 2, [s["turn"] for s in samples]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failed"] == 0
+
+
 def test_unreachable_server_fails_fast_with_a_hint(tmp_path):
     result = subprocess.run(
         [
