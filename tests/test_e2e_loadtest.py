@@ -127,8 +127,8 @@ def test_open_loop_spike_and_a_broken_slo_exit_1(stack, tmp_path):
 
 
 def test_the_sharegpt_replay_sends_real_conversations_turn_by_turn(stack, tmp_path):
-    """`make loadtest WORKLOAD=sharegpt`: later turns follow earlier ones of the same user,
-    and every turn's prompt grows (it resends the real history)."""
+    """`make loadtest WORKLOAD=sharegpt` runs against the stack: real conversations, answered,
+    past their first turn (the replay's own logic: tests/test_loadtest_units.py)."""
     result = locust(
         stack, tmp_path, "-u", "2", "-r", "2", "-t", "25s", "--workload", "sharegpt",
         "--slo-file", "loadtest/slo/cpu-dev.yaml",
@@ -137,6 +137,8 @@ def test_the_sharegpt_replay_sends_real_conversations_turn_by_turn(stack, tmp_pa
     samples = rows(tmp_path / "samples.jsonl")
     assert samples and all(s["workload"] == "sharegpt" and s["ok"] for s in samples)
     assert max(s["turn"] for s in samples) >= 2, [s["turn"] for s in samples]
+    later = [s["prompt_tokens"] for s in samples if s["turn"] >= 2]
+    assert min(later) > 20  # a later turn carries the conversation before it
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["failed"] == 0
 
