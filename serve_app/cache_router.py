@@ -5,10 +5,11 @@ It runs inside the router ingress's replicas, which call the engines through the
 there every request is an `EngineRequest` whose prompt is already token ids. It prefers the
 replica that was sent the longest run of the prompt's leading blocks (serve_app.prefix_index:
 those blocks are in that replica's KV cache, so their prefill is skipped), then the replica
-the caller's session (`user`) last went to, then the shortest queue. A load guard falls back
-to Serve's default (power of two choices) when nothing matches or when the preferred
-replica's queue is more than `max_imbalance` requests longer than the shortest, so affinity
-never piles work on one replica. The state is per router process, bounded, and forgets
+the caller's session (`user`) last went to, then the shortest queue. It falls back to Serve's
+default (power of two choices) when the best match covers under half the prompt and no
+session applies (a shared system prompt alone must not pull every conversation to one
+replica), and when the preferred replica's queue is more than `max_imbalance` requests
+longer than the shortest, so affinity never piles work on one replica. The state is per router process, bounded, and forgets
 replicas that leave. Serve's default is one config line away (`router.cache_aware: false`).
 """
 
@@ -40,11 +41,13 @@ class CacheAwareRouter(PowerOfTwoChoicesRequestRouter):
         max_blocks: int = 200_000,
         max_sessions: int = 100_000,
         max_imbalance: int = 8,
+        min_share: float = 0.5,
         **_: Any,
     ) -> None:
         self.prefixes = PrefixIndex(block_size, max_blocks)
         self.sessions = SessionIndex(max_sessions)
         self.max_imbalance = max_imbalance
+        self.min_share = min_share
 
     async def choose_replicas(
         self,
@@ -58,9 +61,11 @@ class CacheAwareRouter(PowerOfTwoChoicesRequestRouter):
         by_id = {r.replica_id.to_full_id_str(): r for r in candidate_replicas}
         preferred = choose(
             self.prefixes.matches(hashes, by_id),
+            len(hashes),
             await self._queue_lengths(candidate_replicas),
             self.sessions.get(request.session),
             self.max_imbalance,
+            self.min_share,
         )
         if preferred is None:
             return await super().choose_replicas(candidate_replicas, pending_request)

@@ -95,22 +95,29 @@ class SessionIndex:
 
 def choose(
     matched: dict[str, int],
+    blocks: int,
     queue_lengths: dict[str, int],
     session_replica: str | None,
     max_imbalance: int,
+    min_share: float = 0.5,
 ) -> str | None:
     """The replica to prefer: the longest prefix match, then the session's last replica,
-    then the shortest queue. None (let the default router choose) when nothing matches and
-    no session applies, or when the preferred replica's queue is more than `max_imbalance`
-    longer than the shortest: a cache hit is not worth waiting behind a busy replica."""
+    then the shortest queue. None (let the default router choose) when the best match is
+    under `min_share` of the prompt's `blocks` and no session applies: a shared system
+    prompt alone must not pull every new conversation to one replica (SGLang's cache-aware
+    router and Ray's prefix router balance so too); and None when the preferred replica's
+    queue is more than `max_imbalance` longer than the shortest: a cache hit is not worth
+    waiting behind a busy replica."""
     if not matched:
         return None
     best = max(
         matched,
         key=lambda r: (matched[r], r == session_replica, -queue_lengths.get(r, 0)),
     )
-    if matched[best] == 0 and best != session_replica:
-        return None
+    if matched[best] < min_share * blocks or matched[best] == 0:
+        if session_replica not in matched:
+            return None
+        best = session_replica
     shortest = min(queue_lengths.get(r, 0) for r in matched)
     if queue_lengths.get(best, 0) - shortest > max_imbalance:
         return None

@@ -33,18 +33,26 @@ def test_the_longest_leading_run_wins_and_the_index_is_bounded():
 
 def test_choice_prefers_the_cache_then_the_session_then_the_shortest_queue():
     queues = {"r1": 2, "r2": 0, "r3": 1}
-    assert choose({"r1": 6, "r2": 4, "r3": 0}, queues, "r3", max_imbalance=8) == "r1"
-    assert choose({"r1": 0, "r2": 0, "r3": 0}, queues, "r3", max_imbalance=8) == "r3"
-    assert choose({"r1": 3, "r2": 3, "r3": 0}, queues, None, max_imbalance=8) == "r2"
+    assert choose({"r1": 6, "r2": 4, "r3": 0}, 8, queues, "r3", max_imbalance=8) == "r1"
+    assert choose({"r1": 0, "r2": 0, "r3": 0}, 8, queues, "r3", max_imbalance=8) == "r3"
+    assert choose({"r1": 4, "r2": 4, "r3": 0}, 8, queues, None, max_imbalance=8) == "r2"
     # Nothing cached and no session: Serve's default decides.
-    assert choose({"r1": 0, "r2": 0}, queues, None, max_imbalance=8) is None
+    assert choose({"r1": 0, "r2": 0}, 8, queues, None, max_imbalance=8) is None
+
+
+def test_a_shared_system_prompt_alone_does_not_pull_everyone_to_one_replica():
+    queues = {"r1": 0, "r2": 0}
+    # 2 of 10 blocks (the system prompt) match r1: the default spreads new conversations.
+    assert choose({"r1": 2, "r2": 0}, 10, queues, None, max_imbalance=8) is None
+    assert choose({"r1": 2, "r2": 0}, 10, queues, "r2", max_imbalance=8) == "r2"
+    assert choose({"r1": 5, "r2": 0}, 10, queues, None, max_imbalance=8) == "r1"
 
 
 def test_the_load_guard_never_waits_behind_a_busy_replica():
     matched = {"r1": 6, "r2": 0}
-    assert choose(matched, {"r1": 8, "r2": 0}, None, max_imbalance=8) == "r1"
-    assert choose(matched, {"r1": 9, "r2": 0}, None, max_imbalance=8) is None
-    assert choose({"r1": 0, "r2": 0}, {"r1": 9, "r2": 0}, "r1", max_imbalance=8) is None
+    assert choose(matched, 8, {"r1": 8, "r2": 0}, None, max_imbalance=8) == "r1"
+    assert choose(matched, 8, {"r1": 9, "r2": 0}, None, max_imbalance=8) is None
+    assert choose({"r1": 0, "r2": 0}, 8, {"r1": 9, "r2": 0}, "r1", max_imbalance=8) is None
 
 
 def test_sessions_are_bounded_and_forget_replicas_that_left():
@@ -69,7 +77,8 @@ def test_a_replay_keeps_its_conversations_on_their_replicas():
         for c, prompt in conversations.items():
             queues = {r: sum(1 for h in home.values() if h == r) for r in replicas}
             hashes = block_hashes(prompt, 16)
-            chosen = choose(index.matches(hashes, replicas), queues, None, max_imbalance=8)
+            matched = index.matches(hashes, replicas)
+            chosen = choose(matched, len(hashes), queues, None, max_imbalance=8)
             chosen = chosen or min(replicas, key=queues.get)
             if turn:
                 assert chosen == home[c]
