@@ -59,7 +59,10 @@ def engine_deployment_options(group: NodeGroupConfig, tracing: TracingConfig) ->
         },
     }
     if group.request_router == "cache_aware":
-        options["request_router_config"] = {"request_router_class": CACHE_ROUTER}
+        options["request_router_config"] = {
+            "request_router_class": CACHE_ROUTER,
+            "request_router_kwargs": {"block_size": group.kv_block_size},
+        }
     if group.uses_gpus:
         # A TP group never spans nodes: all its GPUs in one STRICT_PACK placement group.
         options["placement_group_bundles"] = placement_bundles(group)

@@ -9,8 +9,9 @@ the caller's session (`user`) last went to, then the shortest queue. It falls ba
 default (power of two choices) when the best match covers under half the prompt and no
 session applies (a shared system prompt alone must not pull every conversation to one
 replica), and when the preferred replica's queue is more than `max_imbalance` requests
-longer than the shortest, so affinity never piles work on one replica. The state is per router process, bounded, and forgets
-replicas that leave. Serve's default is one config line away (`router.cache_aware: false`).
+longer than the shortest, so affinity never piles work on one replica. The state is per
+router process, bounded, and forgets replicas that leave. Serve's default is one config
+line away (`node_groups[].request_router: power_of_two`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _engine_request(pending: PendingRequest | None) -> EngineRequest | None:
 class CacheAwareRouter(PowerOfTwoChoicesRequestRouter):
     def initialize_state(
         self,
-        block_size: int = 16,
+        block_size: int = 16,  # the engines' (serve_app.app passes the group's)
         max_blocks: int = 200_000,
         max_sessions: int = 100_000,
         max_imbalance: int = 8,

@@ -183,6 +183,12 @@ class NodeGroupConfig(Strict):
     def uses_gpus(self) -> bool:
         return self.accelerator_type is not None
 
+    @property
+    def kv_block_size(self) -> int:
+        """Tokens per KV-cache block, as the engine will cut prompts: engine_args' or vLLM's
+        default (16 on CUDA, 128 on its CPU build). Only whole blocks are prefix-cache hits."""
+        return self.engine_args.get("block_size") or (16 if self.uses_gpus else 128)
+
     @field_validator("engine_args")
     @classmethod
     def _no_model_owned_args(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from ray.util import get_current_placement_group
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMValidationError
 from vllm.inputs.engine import tokens_input
 from vllm.logprobs import Logprob
 from vllm.platforms import current_platform
@@ -26,7 +27,13 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from serve_app.config import ModelConfig, NodeGroupConfig, TracingConfig
-from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError, TokenLogprob
+from serve_app.engine_api import (
+    EngineChunk,
+    EngineRequest,
+    EngineRequestError,
+    EngineUnavailableError,
+    TokenLogprob,
+)
 from serve_app.engine_metrics import RouterQueueTime, engine_stat_logger, keep_gauges_fresh
 
 logger = logging.getLogger("ray.serve")
@@ -74,12 +81,17 @@ class EngineReplica:
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
         self.router_queue_time.observe(request.dispatched_at)
         structured = request.structured_outputs
-        params = SamplingParams(
-            **{**self.sampling_defaults, **request.sampling},
-            max_tokens=request.max_tokens,
-            structured_outputs=StructuredOutputsParams(**structured) if structured else None,
-            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
-        )
+        try:
+            params = SamplingParams(
+                **{**self.sampling_defaults, **request.sampling},
+                max_tokens=request.max_tokens,
+                structured_outputs=StructuredOutputsParams(**structured) if structured else None,
+                output_kind=RequestOutputKind.DELTA
+                if request.stream
+                else RequestOutputKind.FINAL_ONLY,
+            )
+        except VLLMValidationError as error:
+            raise EngineRequestError(error.args[0], error.parameter) from None
         want_logprobs = params.logprobs is not None
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.

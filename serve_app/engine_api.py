@@ -47,3 +47,13 @@ class EngineChunk(NamedTuple):
 class EngineUnavailableError(RuntimeError):
     """The replica's vLLM engine is dead (its process died): the call can be retried on
     another replica, or once Serve has replaced this one (check_health fails meanwhile)."""
+
+
+class EngineRequestError(ValueError):
+    """vLLM refused the request's sampling parameters (say `n` > 1 with greedy sampling):
+    the caller's mistake, answered 400 naming `param` as vLLM's server does."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param

@@ -36,7 +36,12 @@ from serve_app.completions_protocol import CompletionRequest
 from serve_app.completions_writer import CompletionWriter, PromptEcho
 from serve_app.config import AppConfig, NodeGroupConfig
 from serve_app.devmodel import resolve_source
-from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
+from serve_app.engine_api import (
+    EngineChunk,
+    EngineRequest,
+    EngineRequestError,
+    EngineUnavailableError,
+)
 from serve_app.limits import BodySizeLimit, check_request, max_tokens_cap
 from serve_app.metrics import RouterMetrics
 from serve_app.prompt.step_by_step import StepByStepPolicy
@@ -730,6 +735,8 @@ class Router:
             async for chunk in chunks:
                 yield chunk
             finished = True
+        except EngineRequestError as error:
+            raise APIError(400, error.message, param=error.param) from None
         except BackPressureError:
             raise _retry_shortly(f"node group {group!r} is at capacity", "overloaded") from None
         except (EngineUnavailableError, RayActorError, DeploymentUnavailableError):

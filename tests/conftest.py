@@ -87,8 +87,8 @@ class Stack:
 
         from serve_app.app import build_app
 
-        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
-        try:
+        try:  # deleted even when it fails to start: its replicas would hold resources
+            serve.run(build_app(args), name=name, route_prefix=f"/{name}")
             yield f"{self.base_url}/{name}"
         finally:
             serve.delete(name)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from loadtest.local_stack import cpu_app_args, wait_ready
+from serve_app.config import parse_app_config
 
 from .test_e2e_metrics import eventually, scrape, total
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "athene-v2-chat"
 GROUP = "affinity"
-BLOCK = 16  # vLLM's KV block size on this CPU build, as the router hashes prompts
+BLOCK = parse_app_config(cpu_app_args()).node_groups[0].kv_block_size  # the engine's
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,9 @@ def url(stack):
         name=GROUP,
         request_router="cache_aware",
         autoscaling_config={"min_replicas": 2, "max_replicas": 2},
+        # Beside the session's engine, which holds one of Ray's two logical CPUs: without
+        # this the second replica would wait for a CPU forever.
+        num_cpus=0,
     )
     args["node_groups"] = [group]
     with stack.app("cached", args) as base:
@@ -44,7 +48,7 @@ def test_each_conversation_stays_where_its_prefix_is_cached(stack, url):
     cacheable = 0  # prompt tokens the previous turn of the same conversation already sent
     client = httpx.Client(base_url=url, timeout=120)
     conversations = [
-        [{"role": "user", "content": f"Story {n}: " + f"the {n}th lighthouse keeper wrote. " * 12}]
+        [{"role": "user", "content": f"Story {n}: " + f"the {n}th lighthouse keeper wrote. " * 40}]
         for n in range(6)
     ]
     previous = dict.fromkeys(range(6), 0)
@@ -60,18 +64,24 @@ def test_each_conversation_stays_where_its_prefix_is_cached(stack, url):
             previous[n] = prompt
             messages += [
                 {"role": "assistant", "content": answer.json()["choices"][0]["message"]["content"]},
-                {"role": "user", "content": f"And then, for story {n}? " * 3},
+                {"role": "user", "content": f"And then, what happened in story {n}? " * 16},
             ]
     assert cacheable > 1000
     served = {"deployment": GROUP, "application": "cached"}
+
+    def hits(samples) -> float:
+        return total(samples, "ray_vllm_prefix_cache_hits_total", node_group=GROUP) - hits_before
+
+    # Blind choice over 2 replicas keeps about half of these hits; affinity keeps them all
+    # (the shared system prompt's blocks add a few more). The engines report every second.
     samples = eventually(
         stack.metrics_url,
-        lambda s: total(s, "ray_serve_deployment_request_counter_total", **served) >= 18,
+        lambda s: (
+            total(s, "ray_serve_deployment_request_counter_total", **served) >= 18
+            and hits(s) >= 0.95 * cacheable
+        ),
     )
-    hits = total(samples, "ray_vllm_prefix_cache_hits_total", node_group=GROUP) - hits_before
-    # Blind choice over 2 replicas keeps about half of these hits; affinity keeps them all
-    # (the shared system prompt's blocks add a few more).
-    assert hits >= 0.95 * cacheable, (hits, cacheable)
+    assert hits(samples) >= 0.95 * cacheable, (hits(samples), cacheable)
     per_replica = [
         value
         for name, labels, value in samples

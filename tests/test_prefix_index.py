@@ -102,5 +102,14 @@ def test_serve_loads_the_router_class_from_the_config():
     config = serve.deployment(EngineReplica).options(**options)._deployment_config
     assert config.request_router_config.request_router_class == CLASS_PATH
     assert config.request_router_config.get_request_router_class() is CacheAwareRouter
+    # It hashes prompts in the engine's KV blocks: vLLM's CPU default, or engine_args'.
+    assert config.request_router_config.request_router_kwargs == {"block_size": 128}
+    gpu = NodeGroupConfig(
+        name="g", accelerator_type="H100", request_router="cache_aware"
+    ).kv_block_size
+    pinned = NodeGroupConfig(
+        name="g", request_router="cache_aware", engine_args={"block_size": 32}
+    ).kv_block_size
+    assert (gpu, pinned) == (16, 32)
     default = engine_deployment_options(NodeGroupConfig(name="g"), TracingConfig())
     assert "request_router_config" not in default
