@@ -71,7 +71,7 @@ test: devmodel
 
 # The inner loop: the unit tests plus one end-to-end chat through the real stack (< 3 min).
 test-fast: devmodel
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not e2e or smoke" $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "(not e2e and not slow) or smoke" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

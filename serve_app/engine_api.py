@@ -55,5 +55,7 @@ class EngineRequestError(ValueError):
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
+        # Read as attributes: past the Ray hop the error is a RayTaskError subclass whose
+        # str() is the remote traceback, while attributes reach the original.
         self.message = message
         self.param = param

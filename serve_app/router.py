@@ -607,7 +607,9 @@ class Router:
             requested if requested is not None else min(window - len(ids), cap or window)
             for ids in prompts
         ]
-        if body.min_tokens > min(max_tokens):  # vLLM's SamplingParams would refuse it: a 500
+        # vLLM's SamplingParams refuses it too, but names no field: refused here, named, and
+        # before the quota is charged.
+        if body.min_tokens > min(max_tokens):
             raise APIError(
                 400,
                 f"min_tokens must be less than or equal to max_tokens={min(max_tokens)}, "

@@ -96,6 +96,7 @@ def test_reasons_name_the_rule_or_the_model():
     )
 
 
+@pytest.mark.slow  # retrains the model: ~100 s
 def test_the_artifact_is_small_and_rebuilt_from_the_repository(tmp_path):
     """Seeded and sorted: the same weights (to the 1e-4 that BLAS builds may differ by)."""
     assert classifier.MODEL_FILE.stat().st_size <= 5_000_000
