@@ -6,14 +6,18 @@ engine** takes the GPU engine's place, in this benchmark only: an engine deploym
 streams deltas on a schedule, S streams at T ms per token, as a TP replica's steps would
 (every stream gets a token each step). The real router and Serve's proxy relay them, as in
 production, to a light client (asyncio sockets, no HTTP library) that timestamps each event.
+Beside it, at each rate: the floor, the same hops with a pass-through ingress in the router's
+place (Serve's own cost per token, which no code of ours can go below); and `direct`, the
+router reached at its replica's own port (Serve's direct ingress), without the proxy hop.
 
-For rising rates it reports: tokens/s delivered; CPU-seconds per 1,000 tokens in the proxy,
-router and stand-in processes (psutil); the latency each token picked up on the way (client
+For rising rates it reports, per graph: tokens/s delivered; CPU-seconds per 1,000 tokens in
+the proxy, ingress (router or pass-through) and stand-in processes (psutil); the latency each token picked up on the way (client
 arrival - the stand-in's send time, written into the token: p50 / p99), the added
 inter-token latency (the gap between a stream's tokens at the client minus T: p50 / p99);
 and the TTFT the hops add (first token at the client - its send time).
 
     python -m benchmarks.relay [--streams 16 64 128] [--step-ms 20] [--seconds 10]
+                              [--graphs router floor direct]
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from typing import Any
 
 import psutil
 import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from loadtest.local_stack import cpu_app_args
 from serve_app.app import router_deployment
@@ -43,25 +50,57 @@ MODEL = "athene-v2-chat"
 
 class StandInEngine:
     """The GPU engine's stand-in (this benchmark only): every request gets a token each
-    `step_ms`, as a replica stepping all its sequences at once; each token's text is its send
-    time, so the client can measure what the hops added."""
+    `step_ms`, as a replica stepping all its sequences at once. The tokens its steps made
+    since it was last read go out as one chunk, as vLLM's output collector merges the deltas
+    its reader has not taken yet; each token's text is the time its step made it, so the
+    client can measure what the hops added."""
 
     def __init__(self, step_ms: float) -> None:
         self.step_s = step_ms / 1000
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        for k in range(request.max_tokens):
-            await asyncio.sleep(max(0.0, start + k * self.step_s - loop.time()))
-            last = k == request.max_tokens - 1
-            yield EngineChunk(0, f"{time.time():.6f} ", 1, "length" if last else None, None)
+        start, wall, most = loop.time(), time.time(), request.max_tokens
+        sent = 0
+        while sent < most:
+            due = min(most, int((loop.time() - start) / self.step_s) + 1)
+            if due == sent:
+                await asyncio.sleep(start + sent * self.step_s - loop.time())
+                continue
+            text = "".join(f"{wall + k * self.step_s:.6f} " for k in range(sent, due))
+            yield EngineChunk(0, text, due - sent, "length" if due == most else None, None)
+            sent = due
 
     def num_unfinished_requests(self) -> int:
         return 0
 
 
-async def stream(port: int, max_tokens: int) -> list[tuple[float, float]]:
+floor_api = FastAPI()
+
+
+@serve.ingress(floor_api)
+class PassThrough:
+    """The floor: Serve's same two hops (stand-in -> ingress replica -> proxy) with none of
+    the router's work, each chunk relayed as a minimal SSE event. What it costs per token is
+    Serve's, not this project's."""
+
+    def __init__(self, engine: DeploymentHandle) -> None:
+        self.engine = engine.options(stream=True)
+
+    @floor_api.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> StreamingResponse:
+        most = (await request.json())["max_tokens"]
+        chunks = self.engine.generate.remote(EngineRequest("floor", [0], most, stream=True))
+
+        async def events() -> AsyncIterator[str]:
+            async for chunk in chunks:
+                yield f'data: {{"choices":[{{"delta":{{"content":{json.dumps(chunk.text)}}}}}]}}\n\n'
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def stream(port: int, prefix: str, max_tokens: int) -> list[tuple[float, float]]:
     """One streamed chat request over a raw socket: (send time, arrival time) per token."""
     body = json.dumps(
         {
@@ -74,7 +113,8 @@ async def stream(port: int, max_tokens: int) -> list[tuple[float, float]]:
     ).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"POST {prefix}/v1/chat/completions HTTP/1.1\r\nHost: bench\r\n".encode()
+        + b"Content-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )
@@ -91,13 +131,26 @@ async def stream(port: int, max_tokens: int) -> list[tuple[float, float]]:
     return tokens
 
 
-def processes() -> dict[str, psutil.Process]:
-    """The proxy, the router replica and the stand-in's replica, by role."""
+# The graphs measured side by side: (Serve application, route prefix, ingress deployment).
+# `direct` is the router application reached at its replica's own HTTP port (Serve's direct
+# ingress, on in throughput mode): no proxy hop, what that hop costs.
+GRAPHS = {
+    "router": ("router", "", "router"),
+    "floor": ("floor", "/floor", "PassThrough"),
+    "direct": ("router", "", "router"),
+}
+
+
+def processes(graph: str) -> dict[str, psutil.Process]:
+    """The proxy, the graph's ingress replica and its stand-in's replica, by role."""
+    app, _, ingress = GRAPHS[graph]
     wanted = {
         "proxy": "ProxyActor",
-        "router": "ServeReplica:relay:router",
-        "engine": "ServeReplica:relay:cpu",
+        "ingress": f"ServeReplica:{app}:{ingress}",
+        "engine": f"ServeReplica:{app}:cpu",
     }
+    if graph == "direct":
+        del wanted["proxy"]
     found: dict[str, psutil.Process] = {}
     for process in psutil.process_iter(["cmdline"]):
         title = " ".join(process.info["cmdline"] or ())
@@ -107,19 +160,36 @@ def processes() -> dict[str, psutil.Process]:
     return found
 
 
+def direct_ingress_port(replica: psutil.Process) -> int:
+    """The HTTP port Serve's direct ingress opened in the ingress replica (30000 up)."""
+    return min(
+        c.laddr.port
+        for c in replica.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and 30000 <= c.laddr.port < 31000
+    )
+
+
 def cpu_seconds(found: dict[str, psutil.Process]) -> dict[str, float]:
     return {role: sum(p.cpu_times()[:2]) for role, p in found.items()}
 
 
-async def level(port: int, streams: int, step_ms: float, seconds: float) -> dict[str, Any]:
+async def level(
+    port: int, graph: str, streams: int, step_ms: float, seconds: float
+) -> dict[str, Any]:
     max_tokens = int(seconds * 1000 / step_ms)
-    found = processes()
+    found = processes(graph)
+    if graph == "direct":
+        port = direct_ingress_port(found["ingress"])
     before, started = cpu_seconds(found), time.perf_counter()
-    results = await asyncio.gather(*(stream(port, max_tokens) for _ in range(streams)))
+    results = await asyncio.gather(
+        *(stream(port, GRAPHS[graph][1], max_tokens) for _ in range(streams))
+    )
     elapsed = time.perf_counter() - started
     used = {role: seconds - before[role] for role, seconds in cpu_seconds(found).items()}
     delivered = sum(len(tokens) for tokens in results)
     latency = [arrived - sent for tokens in results for sent, arrived in tokens]
+    # Between a stream's tokens at the client, over the stand-in's step: merged tokens
+    # arrive together (gap 0), so p50 sits at -step_ms once the hops fall behind.
     gaps = [
         (b[1] - a[1]) * 1000 - step_ms for tokens in results for a, b in itertools.pairwise(tokens)
     ]
@@ -130,6 +200,7 @@ async def level(port: int, streams: int, step_ms: float, seconds: float) -> dict
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
     return {
+        "graph": graph,
         "streams": streams,
         "step_ms": step_ms,
         "offered_tokens_s": streams * 1000 / step_ms,
@@ -148,6 +219,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[16, 64, 128, 256])
     parser.add_argument("--step-ms", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--graphs", nargs="+", choices=tuple(GRAPHS), default=list(GRAPHS))
     args = parser.parse_args()
 
     from loadtest.local_stack import free_port
@@ -158,32 +230,38 @@ def main() -> None:
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
+        engine = serve.deployment(StandInEngine, name="cpu", max_ongoing_requests=4096)
         config = parse_app_config(
             {**cpu_app_args(), "router": {"num_replicas": 1, "max_ongoing_requests": 4096}}
         )
-        engine = serve.deployment(StandInEngine, name="cpu", max_ongoing_requests=4096)
-        serve.run(
-            router_deployment(config).bind(config, {"cpu": engine.bind(args.step_ms)}),
-            name="relay",
-            route_prefix="/",
-        )
+        apps = {
+            "router": router_deployment(config).bind(config, {"cpu": engine.bind(args.step_ms)}),
+            "floor": serve.deployment(PassThrough, max_ongoing_requests=4096).bind(
+                engine.bind(args.step_ms)
+            ),
+        }
+        for app in {GRAPHS[graph][0] for graph in args.graphs}:
+            serve.run(apps[app], name=app, route_prefix=GRAPHS[app][1] or "/")
+        # Side by side: at each rate, one graph after the other.
         rows = [
-            asyncio.run(level(port, streams, args.step_ms, args.seconds))
+            asyncio.run(level(port, graph, streams, args.step_ms, args.seconds))
             for streams in args.streams
+            for graph in args.graphs
         ]
     finally:
         serve.shutdown()
         ray.shutdown()
     print(
-        "| streams | offered tok/s | delivered tok/s | CPU ms / 1k tok: proxy, router, stand-in "
-        "| hop latency p50 / p99 ms | added ITL p50 / p99 ms | hop TTFT ms |"
+        "| streams | graph | offered tok/s | delivered tok/s | CPU ms / 1k tok: proxy, "
+        "ingress, stand-in | hop latency p50 / p99 ms | added ITL p50 / p99 ms | hop TTFT ms |"
     )
-    print("| ---: | ---: | ---: | --- | --- | --- | ---: |")
+    print("| ---: | --- | ---: | ---: | --- | --- | --- | ---: |")
     for r in rows:
         cpu = r["cpu_ms_per_1000"]
         print(
-            f"| {r['streams']} | {r['offered_tokens_s']:.0f} | {r['tokens_s']:.0f} | "
-            f"{cpu.get('proxy', 0):.0f}, {cpu.get('router', 0):.0f}, {cpu.get('engine', 0):.0f} | "
+            f"| {r['streams']} | {r['graph']} | {r['offered_tokens_s']:.0f} | "
+            f"{r['tokens_s']:.0f} | {cpu.get('proxy', 0):.0f}, {cpu.get('ingress', 0):.0f}, "
+            f"{cpu.get('engine', 0):.0f} | "
             f"{r['hop_latency_ms'][0]:.1f} / {r['hop_latency_ms'][1]:.1f} | "
             f"{r['added_itl_ms'][0]:.1f} / {r['added_itl_ms'][1]:.1f} | {r['hop_ttft_ms']:.1f} |"
         )

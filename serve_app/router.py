@@ -136,21 +136,44 @@ async def _until(
     deadline: float, limit_s: float, stream: AsyncIterator[EngineChunk]
 ) -> AsyncIterator[EngineChunk]:
     """The engine's chunks until the request's deadline (loop time); then 504, before the
-    answer started, or an error event mid-stream. Cancelling the wait cancels the engine call."""
-    while True:
-        try:
-            async with asyncio.timeout_at(deadline):
+    answer started, or an error event mid-stream. The deadline cancels the wait for the
+    engine, which cancels the engine call. One timer per request, not one per chunk
+    (asyncio.timeout_at's Timeout and timer handle, per token, cost more than the rest of
+    this relay; benchmarks/relay.py)."""
+    loop = asyncio.get_running_loop()
+    waiting: asyncio.Task[Any] | None = None  # the task awaiting the engine, while it waits
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if waiting is not None:
+            waiting.cancel()
+
+    timer = loop.call_at(deadline, expire)
+    try:
+        while not expired:
+            waiting = asyncio.current_task()
+            try:
                 chunk = await anext(stream)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise APIError(
-                504,
-                f"the request took longer than router.request_timeout_s ({limit_s:g} s)",
-                type="server_error",
-                code="timeout",
-            ) from None
-        yield chunk
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                # Ours alone (asyncio.Timeout's rule): the deadline; else the caller left.
+                if not (expired and waiting is not None and waiting.uncancel() == 0):
+                    raise
+                break
+            finally:
+                waiting = None
+            yield chunk
+        raise APIError(
+            504,
+            f"the request took longer than router.request_timeout_s ({limit_s:g} s)",
+            type="server_error",
+            code="timeout",
+        )
+    finally:
+        timer.cancel()
 
 
 async def _first_chunk(stream: AsyncIterator[EngineChunk]) -> EngineChunk:

@@ -106,6 +106,45 @@ def request(**fields) -> ChatCompletionRequest:
     )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello",
+        ' "quoted" \\ back/slash',
+        "tab\tnew\nline\r\x00\x1f\x7f",
+        "é 漢字 😀 \u2028",
+        "</s>",
+    ],
+)
+def test_content_events_are_the_bytes_pydantic_writes(text):
+    """Plain content events are encoded once per choice around the text (the relay's hot
+    path); a client must not be able to tell them from the model's own dump."""
+    from serve_app.protocol import ChatCompletionChunk, ChunkChoice, DeltaMessage
+
+    async def run() -> list[str]:
+        chunks = [EngineChunk(i, text, 1, None, None) for i in (0, 1, 1)]
+
+        async def source():
+            for chunk in chunks:
+                yield chunk
+
+        return [e async for e in writer(OutputSpec(), n=2).stream(source())]
+
+    raw = asyncio.run(run())
+    expected = [
+        "data: "
+        + ChatCompletionChunk(
+            id="chatcmpl-1",
+            created=json.loads(raw[0].removeprefix("data: "))["created"],
+            model="m",
+            choices=[ChunkChoice(index=i, delta=DeltaMessage(content=text))],
+        ).model_dump_json()
+        + "\n\n"
+        for i in (0, 1, 1)
+    ]
+    assert raw[2:5] == expected  # after the two role events
+
+
 def test_request_fields_become_vllm_sampling_params():
     body = request(
         n=2,

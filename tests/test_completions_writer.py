@@ -13,7 +13,6 @@ from serve_app.completions_protocol import CompletionRequest
 from serve_app.completions_writer import CompletionWriter, PromptEcho
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import APIError
-from serve_app.router import merged
 
 PROMPT = PromptEcho("Hi there", [100, 200])
 # vLLM gives no logprob for the prompt's first token; the writer decodes its text.
@@ -178,52 +177,3 @@ def test_an_engine_failure_mid_stream_is_an_error_event_then_done():
     raw = asyncio.run(run())
     assert json.loads(raw[-2].removeprefix("data: "))["error"]["message"].startswith("an engine")
     assert raw[-1] == "data: [DONE]\n\n"
-
-
-# merged() on streams this test controls (a fake engine: the test must decide the timing).
-
-
-def test_merged_numbers_each_prompts_choices_and_ends_with_all():
-    async def engine(texts: list[str], delay: float):
-        for index, text in enumerate(texts):
-            await asyncio.sleep(delay)
-            yield EngineChunk(index, text, 1, "stop", None)
-
-    async def run() -> list[tuple[int, str]]:
-        streams = [engine(["a0", "a1"], 0.02), engine(["b0", "b1"], 0.005)]
-        return [(chunk.index, chunk.text) async for chunk in merged(streams, 2)]
-
-    assert sorted(asyncio.run(run())) == [(0, "a0"), (1, "a1"), (2, "b0"), (3, "b1")]
-
-
-def test_merged_stops_the_others_when_one_fails_or_the_reader_leaves():
-    stopped: list[str] = []
-
-    async def endless(name: str):
-        try:
-            while True:
-                await asyncio.sleep(0.001)
-                yield EngineChunk(0, name, 1, None, None)
-        finally:
-            stopped.append(name)
-
-    async def failing():
-        await asyncio.sleep(0.01)
-        raise APIError(503, "gone", type="server_error")
-        yield  # an async generator
-
-    async def fail() -> None:
-        async for _ in merged([endless("a"), failing()], 1):
-            pass
-
-    with pytest.raises(APIError):
-        asyncio.run(fail())
-    assert stopped == ["a"]
-
-    async def leave() -> None:
-        stream = merged([endless("b"), endless("c")], 1)
-        await anext(stream)
-        await stream.aclose()
-
-    asyncio.run(leave())
-    assert sorted(stopped) == ["a", "b", "c"]
