@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -155,8 +155,13 @@ class ResponseWriter:
     include_usage: bool = False
     continuous_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
-    # Per choice: a plain content chunk's SSE frame before and after its JSON-encoded text.
-    _frames: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._content = TextEvents(
+            lambda index, text: self._event(
+                [ChunkChoice(index=index, delta=DeltaMessage(content=text))]
+            )
+        )
 
     def _choices(self) -> list[ChoiceState]:
         return [ChoiceState(index, self.spec) for index in range(self.n)]
@@ -212,7 +217,7 @@ class ResponseWriter:
             state = choices[chunk.index]
             content, calls = state.consume(chunk)
             if content and not calls and not chunk.logprobs and not self.continuous_usage:
-                yield self._content_event(state.index, content)
+                yield self._content.event(state.index, content)
             elif content or calls or chunk.logprobs:
                 delta = DeltaMessage(
                     content=content or None, tool_calls=[_delta_call(c) for c in calls] or None
@@ -232,16 +237,6 @@ class ResponseWriter:
                     ],
                     choices,
                 )
-
-    def _content_event(self, index: int, content: str) -> str:
-        """The event `_event` writes for a chunk of plain content, encoded once per choice
-        around the text: most of a stream's events, at GPU rates thousands a second."""
-        frame = self._frames.get(index)
-        if frame is None:
-            template = self._event([ChunkChoice(index=index, delta=DeltaMessage(content=_SLOT))])
-            before, after = template.split(json.dumps(_SLOT))
-            frame = self._frames[index] = (before, after)
-        return f"{frame[0]}{json.dumps(content, ensure_ascii=False)}{frame[1]}"
 
     def _event(
         self,
@@ -273,7 +268,26 @@ def _delta_call(delta: CallDelta) -> DeltaToolCall:
 
 
 SSE_DONE = "data: [DONE]\n\n"
-_SLOT = "athene-content-slot-5f0c"  # where a content frame's text goes
+
+
+class TextEvents:
+    """The SSE events of plain text deltas (most of a stream's events, at GPU rates thousands
+    a second), encoded once per choice around the text: `render(index, text)` writes the
+    event once with a placeholder, and each delta only JSON-encodes its text. The bytes are
+    the model's own dump (tests/test_chat_writer.py)."""
+
+    _SLOT = "athene-text-slot-5f0c"
+
+    def __init__(self, render: Callable[[int, str], str]) -> None:
+        self._render = render
+        self._around: dict[int, tuple[str, str]] = {}
+
+    def event(self, index: int, text: str) -> str:
+        around = self._around.get(index)
+        if around is None:
+            before, after = self._render(index, self._SLOT).split(json.dumps(self._SLOT))
+            around = self._around[index] = (before, after)
+        return f"{around[0]}{json.dumps(text, ensure_ascii=False)}{around[1]}"
 
 
 def sse(model: BaseModel) -> str:

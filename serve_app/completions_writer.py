@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from serve_app.chat_writer import SSE_DONE, guarded, sse, token_usage
+from serve_app.chat_writer import SSE_DONE, TextEvents, guarded, sse, token_usage
 from serve_app.completions_protocol import Completion, CompletionChoice, CompletionLogprobs
 from serve_app.engine_api import EngineChunk
 from serve_app.protocol import Usage
@@ -52,6 +52,11 @@ class CompletionWriter:
     include_usage: bool = False
     continuous_usage: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        self._text = TextEvents(
+            lambda index, text: self._event([CompletionChoice(index=index, text=text)], None)
+        )
 
     @property
     def prompt_tokens(self) -> int:
@@ -140,8 +145,16 @@ class CompletionWriter:
     async def _pieces(
         self, chunks: AsyncIterator[EngineChunk], choices: list[_ChoiceState]
     ) -> AsyncIterator[str]:
+        plain = not (
+            self.logprobs is not None or self.echo or self.echo_only or self.continuous_usage
+        )
         async for chunk in chunks:
-            piece = self._piece(choices[chunk.index], chunk)
+            state = choices[chunk.index]
+            if plain and chunk.text and chunk.finish_reason is None:
+                state.tokens += chunk.num_tokens
+                yield self._text.event(state.index, chunk.text)
+                continue
+            piece = self._piece(state, chunk)
             if piece.text or piece.finish_reason or (piece.logprobs and piece.logprobs.tokens):
                 yield self._event([piece], self._usage(choices) if self.continuous_usage else None)
 

@@ -166,6 +166,31 @@ def test_the_stream_with_usage_and_done():
     assert events[-1]["usage"]["completion_tokens"] == 2
 
 
+def test_plain_text_events_are_the_bytes_pydantic_writes():
+    """The hot path (text, no logprobs, no echo) writes what the model's dump would."""
+    from serve_app.completions_protocol import Completion, CompletionChoice
+
+    text = 'é "q" \\ \n\x01 😀'
+    w = writer(n=2)
+
+    async def run() -> list[str]:
+        chunks = _chunks(EngineChunk(1, text, 1, None, None), EngineChunk(0, text, 2, None, None))
+        return [event async for event in w.stream(chunks)]
+
+    expected = [
+        "data: "
+        + Completion(
+            id="cmpl-1",
+            created=w.created,
+            model="m",
+            choices=[CompletionChoice(index=index, text=text)],
+        ).model_dump_json()
+        + "\n\n"
+        for index in (1, 0)
+    ]
+    assert asyncio.run(run())[:2] == expected
+
+
 def test_an_engine_failure_mid_stream_is_an_error_event_then_done():
     async def failing():
         yield OUT[0]
