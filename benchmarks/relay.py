@@ -230,15 +230,15 @@ def main() -> None:
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        engine = serve.deployment(StandInEngine, name="cpu", max_ongoing_requests=4096)
+        # No logical CPU: Ray's two here would not hold the graphs' four replicas.
+        light = {"max_ongoing_requests": 4096, "ray_actor_options": {"num_cpus": 0}}
+        engine = serve.deployment(StandInEngine, name="cpu", **light)
         config = parse_app_config(
             {**cpu_app_args(), "router": {"num_replicas": 1, "max_ongoing_requests": 4096}}
         )
         apps = {
             "router": router_deployment(config).bind(config, {"cpu": engine.bind(args.step_ms)}),
-            "floor": serve.deployment(PassThrough, max_ongoing_requests=4096).bind(
-                engine.bind(args.step_ms)
-            ),
+            "floor": serve.deployment(PassThrough, **light).bind(engine.bind(args.step_ms)),
         }
         for app in {GRAPHS[graph][0] for graph in args.graphs}:
             serve.run(apps[app], name=app, route_prefix=GRAPHS[app][1] or "/")
