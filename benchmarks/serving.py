@@ -206,6 +206,8 @@ def sharegpt_file() -> Path:
                     ],
                 }
                 for conversation_id, messages in conversations()
+                # vLLM sends the first turn as the prompt: it must be the user's.
+                if messages and messages[0]["role"] == "user"
             ]
         )
     )
