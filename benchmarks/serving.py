@@ -335,7 +335,7 @@ async def _bare(
     group = config.node_groups[0]
     os.environ.update(group.env)
     vllm_config = engine_args_for(
-        config.model, resolve_source(config.model.source), group
+        config.model, resolve_source(config.model.source), group, config.tracing
     ).create_engine_config()
     engine = AsyncLLM.from_vllm_config(vllm_config)
     rng = random.Random(0)
