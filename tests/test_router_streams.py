@@ -104,12 +104,14 @@ def test_a_caller_who_leaves_is_not_a_timeout():
     stopped: list[str] = []
 
     async def run() -> None:
+        reading = asyncio.Event()
+
         async def read() -> None:
             async for _ in _until_now_plus(10, _chunks_then_silence(1, stopped)):
-                pass
+                reading.set()  # then it waits for the silent engine
 
         task = asyncio.create_task(read())
-        await asyncio.sleep(0.05)
+        await reading.wait()
         task.cancel()
         await task
 
