@@ -11,10 +11,10 @@ place (Serve's own cost per token, which no code of ours can go below); and `dir
 router reached at its replica's own port (Serve's direct ingress), without the proxy hop.
 
 For rising rates it reports, per graph: tokens/s delivered; CPU-seconds per 1,000 tokens in
-the proxy, ingress (router or pass-through) and stand-in processes (psutil); the latency each token picked up on the way (client
-arrival - the stand-in's send time, written into the token: p50 / p99), the added
-inter-token latency (the gap between a stream's tokens at the client minus T: p50 / p99);
-and the TTFT the hops add (first token at the client - its send time).
+the proxy, ingress (router or pass-through) and stand-in processes (psutil); the latency each
+token picked up on the way (client arrival - the time the stand-in's step made it, written
+into the token: p50 / p99), the added inter-token latency (the gap between a stream's tokens
+at the client minus T: p50 / p99); and the TTFT the hops add.
 
     python -m benchmarks.relay [--streams 16 64 128] [--step-ms 20] [--seconds 10]
                               [--graphs router floor direct]
