@@ -29,12 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from serve_app.config import load_serve_config
@@ -69,7 +70,7 @@ def prompts_for(concurrency: int) -> int:
 @contextmanager
 def process(
     command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[psutil.Process]:
     """A server in its own process group, ready when `ready_url` answers 200; always stopped."""
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -93,7 +94,7 @@ def process(
                 time.sleep(2)
             else:
                 raise RuntimeError(f"{ready_url} not ready after 600 s; see {log}")
-            yield
+            yield psutil.Process(proc.pid)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -122,6 +123,40 @@ def warm_up(port: int) -> None:
         timeout=120,
     )
     response.raise_for_status()
+
+
+def idle_cpu(server: psutil.Process, seconds: float) -> dict[str, float]:
+    """Percent of one core each process of a warm server's tree uses while no request comes:
+    what a server's background takes from an engine that shares the host's cores."""
+
+    def used() -> dict[psutil.Process, tuple[str, float]]:
+        found = {}
+        for member in (server, *server.children(recursive=True)):
+            with suppress(psutil.Error):  # it exited: left out
+                found[member] = (_label(member.cmdline()), sum(member.cpu_times()[:2]))
+        return found
+
+    before = used()
+    time.sleep(seconds)
+    after = used()
+    shares: dict[str, float] = {}
+    for member in before.keys() & after.keys():
+        name, spent = after[member]
+        shares[name] = shares.get(name, 0.0) + 100 * (spent - before[member][1]) / seconds
+    return dict(sorted(shares.items(), key=lambda item: -item[1]))
+
+
+def _label(cmdline: list[str]) -> str:
+    """A process's program ("gcs_server", "ray::ServeController", "dashboard.py"), not "python"."""
+    words = [word.rsplit("/", 1)[-1] for word in cmdline if not word.startswith("-")]
+    if len(words) > 1 and words[0].startswith("python"):
+        words = words[1:]
+    return words[0] if words else "?"
+
+
+def idle_line(system: str, shares: dict[str, float]) -> str:
+    top = ", ".join(f"{name} {share:.1f}" for name, share in list(shares.items())[:6])
+    return f"{system}: {sum(shares.values()):.1f}% of one core ({top})"
 
 
 def isolated_haproxy_env(directory: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
@@ -517,6 +552,12 @@ def main() -> None:
     parser.add_argument(
         "--locust-seconds", type=int, default=180, help="length of each Locust run; 0: none"
     )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30,
+        help="after each server's warm-up, how long to measure its CPU with no request; 0: not",
+    )
     parser.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_only:
@@ -529,20 +570,28 @@ def main() -> None:
     run_dir.mkdir(parents=True)
     stacks = {"stack": {}} | dict(map(stack_variant, args.stack_variant))
     rows: list[dict[str, Any]] = []
+    idle: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         vllm_port = free_port()
         vllm_cmd, vllm_ready, vllm_env = vllm_server(vllm_port, model_dir)
         print(f"==> starting vLLM's server (logs in {run_dir})", flush=True)
-        with process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env):
+        with process(vllm_cmd, vllm_ready, run_dir / "vllm.log", vllm_env) as vllm:
             warm_up(vllm_port)
+            if args.idle_seconds:
+                idle["vllm"] = idle_cpu(vllm, args.idle_seconds)
+                print("idle CPU, " + idle_line("vllm", idle["vllm"]), flush=True)
             for round_ in range(args.rounds):
                 for index, (name, env) in enumerate(stacks.items()):
                     stack_port = free_port()
                     stack_cmd, stack_ready, stack_env = our_stack(stack_port, Path(tmp), env)
                     print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
                     log = run_dir / f"{name}-r{round_}.log"
-                    with process(stack_cmd, stack_ready, log, stack_env):
+                    with process(stack_cmd, stack_ready, log, stack_env) as stack:
                         warm_up(stack_port)
+                        if args.idle_seconds:
+                            idle[f"{name} r{round_}"] = idle_cpu(stack, args.idle_seconds)
+                            line = idle_line(f"{name} r{round_}", idle[f"{name} r{round_}"])
+                            print("idle CPU, " + line, flush=True)
                         pair = {name: stack_port, "vllm": vllm_port}
                         for dataset in args.datasets:
                             for concurrency in args.concurrency:
@@ -595,8 +644,14 @@ def main() -> None:
             f"most {args.locust_users} in flight, {args.locust_seconds} s per run):\n\n"
             + table(by_locust, ["stack"], ("vllm",))
         )
+    if idle:
+        text += (
+            f"\n\nCPU with no request, {args.idle_seconds:g} s after warm-up, by process:\n\n"
+            + "\n".join(f"- {idle_line(system, shares)}" for system, shares in idle.items())
+        )
     (run_dir / "table.md").write_text(text + "\n")
-    (run_dir / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    results = {"args": vars(args), "rows": rows, "idle_cpu_percent": idle}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(text)
     print(f"==> {run_dir / 'results.json'}")
 

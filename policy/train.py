@@ -85,36 +85,82 @@ def best_threshold(
     return best
 
 
+def folds() -> StratifiedGroupKFold:
+    """5 folds, conversations kept whole, the same on every call."""
+    return StratifiedGroupKFold(5, shuffle=True, random_state=SEED)
+
+
+@dataclass
+class DevelopmentSide:
+    """What training may read, with its features and the cross-validation folds."""
+
+    dev: list[sets.Example]  # the development half of the labelled draw
+    extra: list[sets.Example]  # the extra pools and the written sets
+    dev_rows: list[dict[str, int]]
+    extra_rows: list[dict[str, int]]
+    dev_labels: np.ndarray
+    extra_labels: np.ndarray
+    conversations: list[str | None]
+    extra_conversations: list[str | None]
+    folds: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def load(cls) -> DevelopmentSide:
+        held_out = sets.test_conversations()
+        dev = [e for e in sets.real("dev") if sets.conversation(e.key) not in held_out]
+        extra = [
+            e for e in sets.pools() if sets.conversation(e.key) not in held_out
+        ] + sets.written()
+        dev_rows = [turn_features(e.text) for e in dev]
+        dev_labels = np.array([e.label for e in dev])
+        # Folds by conversation: no turn of a held-out conversation trains its fold.
+        conversations = [sets.conversation(e.key) for e in dev]
+        return cls(
+            dev,
+            extra,
+            dev_rows,
+            [turn_features(e.text) for e in extra],
+            dev_labels,
+            np.array([e.label for e in extra]),
+            conversations,
+            [sets.conversation(e.key) for e in extra],
+            list(folds().split(dev_rows, dev_labels, conversations)),
+        )
+
+    def cross_scores(self, c: float, fraction: float = 1.0) -> np.ndarray:
+        """Each development turn's probability from a model that did not train on its
+        conversation; with `fraction` < 1, each fold trains on that share of its turns (a
+        seeded draw), for the learning curve."""
+        cross = np.zeros(len(self.dev))
+        draw = np.random.default_rng(SEED)
+        for train, held in self.folds:
+            held_conversations = {self.conversations[i] for i in held}
+            kept = [
+                i
+                for i, name in enumerate(self.extra_conversations)
+                if name not in held_conversations
+            ]
+            if fraction < 1:
+                train = np.sort(draw.permutation(train)[: round(fraction * len(train))])
+                kept = sorted(draw.permutation(kept)[: round(fraction * len(kept))].tolist())
+            fitted = fit(
+                [self.dev_rows[i] for i in train] + [self.extra_rows[i] for i in kept],
+                np.concatenate([self.dev_labels[train], self.extra_labels[kept]]),
+                c,
+            )
+            cross[held] = fitted.probabilities([self.dev_rows[i] for i in held])
+        return cross
+
+
 def build(model_file: Path, report_file: Path) -> str:
     """Train, write the model and the training report; the report's text is returned."""
-    held_out = sets.test_conversations()
-    dev = [e for e in sets.real("dev") if sets.conversation(e.key) not in held_out]
-    extra = [e for e in sets.pools() if sets.conversation(e.key) not in held_out] + sets.written()
-    dev_rows = [turn_features(e.text) for e in dev]
-    extra_rows = [turn_features(e.text) for e in extra]
-    dev_labels = np.array([e.label for e in dev])
-    extra_labels = np.array([e.label for e in extra])
-
-    # Folds by conversation: no turn of a held-out conversation trains its fold.
-    conversations = [sets.conversation(e.key) for e in dev]
-    extra_conversations = [sets.conversation(e.key) for e in extra]
-    splitter = StratifiedGroupKFold(5, shuffle=True, random_state=SEED)
-    folds = list(splitter.split(dev_rows, dev_labels, conversations))
+    side = DevelopmentSide.load()
+    dev, extra, dev_rows, extra_rows = side.dev, side.extra, side.dev_rows, side.extra_rows
+    dev_labels, extra_labels = side.dev_labels, side.extra_labels
     lines = []
     choice = None
     for c in CS:
-        cross = np.zeros(len(dev))
-        for train, held in folds:
-            held_conversations = {conversations[i] for i in held}
-            kept = [
-                i for i, name in enumerate(extra_conversations) if name not in held_conversations
-            ]
-            fitted = fit(
-                [dev_rows[i] for i in train] + [extra_rows[i] for i in kept],
-                np.concatenate([dev_labels[train], extra_labels[kept]]),
-                c,
-            )
-            cross[held] = fitted.probabilities([dev_rows[i] for i in held])
+        cross = side.cross_scores(c)
         threshold, precision, recall, f1 = best_threshold(cross, dev_labels)
         lines.append(f"| {c} | {threshold} | {precision:.3f} | {recall:.3f} | {f1:.3f} |")
         if choice is None or f1 > choice[3]:
@@ -138,7 +184,7 @@ def build(model_file: Path, report_file: Path) -> str:
     labels = np.concatenate([dev_labels, extra_labels])
     groups = [sets.conversation(e.key) or f"written {i}" for i, e in enumerate(everything)]
     later: list[tuple[float, float, sets.Example]] = []
-    for train, held in splitter.split(rows, labels, groups):
+    for train, held in folds().split(rows, labels, groups):
         fitted = fit([rows[i] for i in train], labels[train], c)
         turns = [everything[i] for i in held if everything[i].earlier_user_text is not None]
         own = fitted.probabilities([turn_features(e.text) for e in turns])
