@@ -1,4 +1,4 @@
-"""How the classifier's quality grows with its training turns (about 5 minutes):
+"""How the classifier's quality grows with its training turns (about 2 minutes):
 
     .venv/bin/python -m policy.learning_curve [--c 3.0]
 
@@ -34,7 +34,7 @@ def main() -> None:
     side = DevelopmentSide.load()
     total = len(side.dev) + len(side.extra)
     print(
-        f"| share of training turns | about | average precision | recall at precision "
+        f"| share of training turns | turns per fold, about | average precision | recall at precision "
         f"{PRECISION_FLOOR} | best F1 (precision, recall) |\n| ---: | ---: | ---: | ---: | --- |"
     )
     for fraction in FRACTIONS:
