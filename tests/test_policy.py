@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from policy import evaluate, sets, train
+from policy import evaluate, learning_curve, sets, train
 from policy.stats import Report, Scored, sample_report, weighted_report
 from serve_app.prompt import classifier, rules
 
@@ -109,3 +110,13 @@ def test_the_artifact_is_small_and_rebuilt_from_the_repository(tmp_path):
     assert abs(rebuilt["bias"] - shipped["bias"]) <= 1e-4
     assert rebuilt["weights"].keys() == shipped["weights"].keys()
     assert max(abs(w - shipped["weights"][k]) for k, w in rebuilt["weights"].items()) <= 1e-4
+
+
+def test_recall_at_a_precision_floor_takes_the_best_threshold_that_holds_it():
+    """The learning curve's headline figure: the highest recall any threshold keeps while
+    precision stays at or above the floor, not the recall at one fixed threshold."""
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([1, 1, 0, 1, 1, 0])
+    # Thresholds 0.95/0.9 keep precision 1.0 (recall 1/4, 2/4); 0.6 keeps 4/5 = 0.8.
+    assert learning_curve.recall_at_precision(scores, labels, 0.9) == 0.5
+    assert learning_curve.recall_at_precision(scores, labels, 0.8) == 1.0
