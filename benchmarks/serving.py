@@ -151,7 +151,7 @@ def _label(cmdline: list[str]) -> str:
     words = [word.rsplit("/", 1)[-1] for word in cmdline if not word.startswith("-")]
     if len(words) > 1 and words[0].startswith("python"):
         words = words[1:]
-    return words[0] if words else "?"
+    return words[0][:40] if words else "?"  # `python -c <code>`: the code's start
 
 
 def idle_line(system: str, shares: dict[str, float]) -> str:

@@ -85,7 +85,7 @@ def best_threshold(
     return best
 
 
-def folds() -> StratifiedGroupKFold:
+def splitter() -> StratifiedGroupKFold:
     """5 folds, conversations kept whole, the same on every call."""
     return StratifiedGroupKFold(5, shuffle=True, random_state=SEED)
 
@@ -124,7 +124,7 @@ class DevelopmentSide:
             np.array([e.label for e in extra]),
             conversations,
             [sets.conversation(e.key) for e in extra],
-            list(folds().split(dev_rows, dev_labels, conversations)),
+            list(splitter().split(dev_rows, dev_labels, conversations)),
         )
 
     def cross_scores(self, c: float, fraction: float = 1.0) -> np.ndarray:
@@ -184,7 +184,7 @@ def build(model_file: Path, report_file: Path) -> str:
     labels = np.concatenate([dev_labels, extra_labels])
     groups = [sets.conversation(e.key) or f"written {i}" for i, e in enumerate(everything)]
     later: list[tuple[float, float, sets.Example]] = []
-    for train, held in folds().split(rows, labels, groups):
+    for train, held in splitter().split(rows, labels, groups):
         fitted = fit([rows[i] for i in train], labels[train], c)
         turns = [everything[i] for i in held if everything[i].earlier_user_text is not None]
         own = fitted.probabilities([turn_features(e.text) for e in turns])
