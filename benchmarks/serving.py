@@ -589,9 +589,9 @@ def main() -> None:
                     with process(stack_cmd, stack_ready, log, stack_env) as stack:
                         warm_up(stack_port)
                         if args.idle_seconds:
-                            idle[f"{name} r{round_}"] = idle_cpu(stack, args.idle_seconds)
-                            line = idle_line(f"{name} r{round_}", idle[f"{name} r{round_}"])
-                            print("idle CPU, " + line, flush=True)
+                            label = f"{name} r{round_}"
+                            idle[label] = idle_cpu(stack, args.idle_seconds)
+                            print("idle CPU, " + idle_line(label, idle[label]), flush=True)
                         pair = {name: stack_port, "vllm": vllm_port}
                         for dataset in args.datasets:
                             for concurrency in args.concurrency:

@@ -20,8 +20,9 @@ wrong to count.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -92,17 +93,12 @@ def splitter() -> StratifiedGroupKFold:
 
 @dataclass
 class DevelopmentSide:
-    """What training may read, with its features and the cross-validation folds."""
+    """What training may read: the turns and their features (computed once, the slow part)."""
 
     dev: list[sets.Example]  # the development half of the labelled draw
     extra: list[sets.Example]  # the extra pools and the written sets
     dev_rows: list[dict[str, int]]
     extra_rows: list[dict[str, int]]
-    dev_labels: np.ndarray
-    extra_labels: np.ndarray
-    conversations: list[str | None]
-    extra_conversations: list[str | None]
-    folds: list[tuple[np.ndarray, np.ndarray]]
 
     @classmethod
     def load(cls) -> DevelopmentSide:
@@ -111,38 +107,42 @@ class DevelopmentSide:
         extra = [
             e for e in sets.pools() if sets.conversation(e.key) not in held_out
         ] + sets.written()
-        dev_rows = [turn_features(e.text) for e in dev]
-        dev_labels = np.array([e.label for e in dev])
-        # Folds by conversation: no turn of a held-out conversation trains its fold.
-        conversations = [sets.conversation(e.key) for e in dev]
         return cls(
-            dev,
-            extra,
-            dev_rows,
-            [turn_features(e.text) for e in extra],
-            dev_labels,
-            np.array([e.label for e in extra]),
-            conversations,
-            [sets.conversation(e.key) for e in extra],
-            list(splitter().split(dev_rows, dev_labels, conversations)),
+            dev, extra, [turn_features(e.text) for e in dev], [turn_features(e.text) for e in extra]
         )
 
-    def cross_scores(self, c: float, fraction: float = 1.0) -> np.ndarray:
-        """Each development turn's probability from a model that did not train on its
-        conversation; with `fraction` < 1, each fold trains on that share of its turns (a
-        seeded draw), for the learning curve."""
-        cross = np.zeros(len(self.dev))
+    @cached_property
+    def dev_labels(self) -> np.ndarray:
+        return np.array([e.label for e in self.dev])
+
+    @cached_property
+    def extra_labels(self) -> np.ndarray:
+        return np.array([e.label for e in self.extra])
+
+    def training_folds(
+        self, fraction: float = 1.0
+    ) -> Iterator[tuple[np.ndarray, list[int], np.ndarray]]:
+        """(dev turns, extra turns) each fold trains on, and the dev turns it scores. Folds by
+        conversation: no turn of a held-out conversation trains its fold. With `fraction` < 1,
+        a seeded draw of that share of each fold's training turns, for the learning curve."""
+        conversations = [sets.conversation(e.key) for e in self.dev]
+        extra_conversations = [sets.conversation(e.key) for e in self.extra]
         draw = np.random.default_rng(SEED)
-        for train, held in self.folds:
-            held_conversations = {self.conversations[i] for i in held}
+        for train, held in splitter().split(self.dev_rows, self.dev_labels, conversations):
+            held_conversations = {conversations[i] for i in held}
             kept = [
-                i
-                for i, name in enumerate(self.extra_conversations)
-                if name not in held_conversations
+                i for i, name in enumerate(extra_conversations) if name not in held_conversations
             ]
             if fraction < 1:
                 train = np.sort(draw.permutation(train)[: round(fraction * len(train))])
                 kept = sorted(draw.permutation(kept)[: round(fraction * len(kept))].tolist())
+            yield train, kept, held
+
+    def cross_scores(self, c: float, fraction: float = 1.0) -> np.ndarray:
+        """Each development turn's probability from a model that did not train on its
+        conversation (`training_folds`)."""
+        cross = np.zeros(len(self.dev))
+        for train, kept, held in self.training_folds(fraction):
             fitted = fit(
                 [self.dev_rows[i] for i in train] + [self.extra_rows[i] for i in kept],
                 np.concatenate([self.dev_labels[train], self.extra_labels[kept]]),
@@ -163,9 +163,9 @@ def build(model_file: Path, report_file: Path) -> str:
         cross = side.cross_scores(c)
         threshold, precision, recall, f1 = best_threshold(cross, dev_labels)
         lines.append(f"| {c} | {threshold} | {precision:.3f} | {recall:.3f} | {f1:.3f} |")
-        if choice is None or f1 > choice[3]:
-            choice = (c, threshold, cross, f1)
-    c, threshold, cross, _ = choice
+        if choice is None or f1 > choice[2]:
+            choice = (c, threshold, f1)
+    c, threshold, _ = choice
 
     final = fit(dev_rows + extra_rows, np.concatenate([dev_labels, extra_labels]), c)
     names = final.vectorizer.get_feature_names_out()
