@@ -12,9 +12,16 @@ from __future__ import annotations
 
 SERVE_ENV = {
     # Serve's throughput mode: handle calls over gRPC instead of Ray actor calls, user code
-    # and the request router on the replica's own event loop, GC frozen after start-up, and
-    # ingress replicas that serve HTTP themselves ("direct ingress").
+    # and the request router on the replica's own event loop, GC frozen after start-up.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Throughput mode also turns on "direct ingress" (the router replica serves HTTP on a
+    # port of its own, 30000 up, for an external load balancer to find), and without
+    # HAProxy Serve then runs a single proxy, on the head only, whatever proxy_location says.
+    # The RayService leaves the head out of its Serve Service, which would then send to no
+    # pod at all; and one Python proxy for the whole cluster would relay every token. Off:
+    # a proxy on every pod with replicas (tests/test_k8s.py checks it with Serve's own
+    # reading of the pods' environment).
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     # Serve's Python proxy, not HAProxy, on :8000. HAProxy (in ray[serve]) saves a Python hop,
     # but it passes a client's disconnect on only when it next writes to that client: a
     # non-streaming answer, or one not yet started, went on generating for no one (measured

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 from functools import cache
@@ -378,6 +379,44 @@ def test_every_ray_pod_runs_serve_in_the_measured_mode(overlay: str) -> None:
         container = group["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert {key: env.get(key) for key in SERVE_ENV} == SERVE_ENV, name
+
+
+def serve_constants(env: dict[str, str | None], *names: str) -> dict[str, Any]:
+    """Ray Serve's own reading of a pod's environment: its constants module, imported in a
+    process with that environment (throughput mode, for one, turns other settings on)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    code = (
+        "import json; from ray.serve._private import constants as c; "
+        f"print(json.dumps({{n: getattr(c, n) for n in {list(names)!r}}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=clean | {k: v for k, v in env.items() if v is not None},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_serve_service_selects_pods_that_run_a_proxy(overlay: str) -> None:
+    """KubeRay's Serve Service sends to the pods whose Serve proxy is healthy, minus the head
+    when `excludeHeadPodFromServeSvc`. Serve decides where proxies run from the pods'
+    environment: with direct ingress on and no HAProxy it runs a single proxy, on the head
+    only, whatever proxy_location says (ray/serve/_private/controller.py, ServeController
+    __init__). Excluding the head then leaves the Service, and every frontend, nothing."""
+    service = rayservice(overlay)
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in head["containers"][0].get("env", [])}
+    serve = serve_constants(env, "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
+    proxies_on_head_only = serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"] and not (
+        serve["RAY_SERVE_ENABLE_HA_PROXY"]
+    )
+    proxy_location = yaml.safe_load(service["spec"]["serveConfigV2"]).get("proxy_location")
+    if service["spec"].get("excludeHeadPodFromServeSvc"):
+        assert not proxies_on_head_only, f"{overlay}: Serve runs its proxy on the excluded head"
+        assert proxy_location in (None, "EveryNode"), f"{overlay}: {proxy_location}"
 
 
 def test_production_overlays_serve_from_the_model_cache() -> None:
