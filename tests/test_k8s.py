@@ -410,8 +410,8 @@ def test_the_serve_service_selects_pods_that_run_a_proxy(overlay: str) -> None:
     head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in head["containers"][0].get("env", [])}
     serve = serve_constants(env, "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
-    proxies_on_head_only = serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"] and not (
-        serve["RAY_SERVE_ENABLE_HA_PROXY"]
+    proxies_on_head_only = (
+        serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"] and not (serve["RAY_SERVE_ENABLE_HA_PROXY"])
     )
     proxy_location = yaml.safe_load(service["spec"]["serveConfigV2"]).get("proxy_location")
     if service["spec"].get("excludeHeadPodFromServeSvc"):
