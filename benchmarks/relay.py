@@ -5,9 +5,11 @@ proxy never see the rates a GPU replica streams (thousands of tokens/s). Here a 
 engine** takes the GPU engine's place, in this benchmark only: an engine deployment that
 streams deltas on a schedule, S streams at T ms per token, as a TP replica's steps would
 (every stream gets a token each step). The real router and Serve's proxy relay them, as in
-production, to a light client (asyncio sockets, no HTTP library) that timestamps each event.
-Beside it, at each rate: the floor, the same hops with a pass-through ingress in the router's
-place (Serve's own cost per token, which no code of ours can go below); and `direct`, the
+production, to a light client (asyncio sockets, no HTTP library) that timestamps each event;
+the stand-in sends its chunks as the engine replica does, through the router's chunk channel
+(serve_app.chunk_channel). Beside it, at each rate: `per-message`, the same router with the
+channel off (one Serve message per chunk); the floor, Serve's per-message hops with a
+pass-through ingress in the router's place (Serve's own cost per token); and `direct`, the
 router reached at its replica's own port (Serve's direct ingress), without the proxy hop.
 
 For rising rates it reports, per graph: tokens/s delivered; CPU-seconds per 1,000 tokens in
@@ -17,7 +19,7 @@ into the token: p50 / p99), the added inter-token latency (the gap between a str
 at the client minus T: p50 / p99); and the TTFT the hops add.
 
     python -m benchmarks.relay [--streams 16 64 128] [--step-ms 20] [--seconds 10]
-                              [--graphs router floor direct]
+                              [--graphs router per-message floor direct]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ray.serve.handle import DeploymentHandle
 
 from loadtest.local_stack import cpu_app_args
 from serve_app.app import router_deployment
+from serve_app.chunk_channel import ChannelOpen, ChannelServer
 from serve_app.config import parse_app_config
 from serve_app.engine_api import EngineChunk, EngineRequest
 from serve_app.serve_env import SERVE_ENV
@@ -57,8 +60,14 @@ class StandInEngine:
 
     def __init__(self, step_ms: float) -> None:
         self.step_s = step_ms / 1000
+        self.channel = ChannelServer("127.0.0.1")
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk | ChannelOpen]:
+        """As the engine replica's: the chunks yielded, or through the router's channel."""
+        async for item in self.channel.stream(request, self._steps(request)):
+            yield item
+
+    async def _steps(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
         loop = asyncio.get_running_loop()
         start, wall, most = loop.time(), time.time(), request.max_tokens
         sent = 0
@@ -136,6 +145,7 @@ async def stream(port: int, prefix: str, max_tokens: int) -> list[tuple[float, f
 # ingress, on in this benchmark's stack only): no proxy hop, what that hop costs.
 GRAPHS = {
     "router": ("router", "", "router"),
+    "per-message": ("per-message", "/per-message", "router"),
     "floor": ("floor", "/floor", "PassThrough"),
     "direct": ("router", "", "router"),
 }
@@ -234,11 +244,16 @@ def main() -> None:
         # No logical CPU: Ray's two here would not hold the graphs' four replicas.
         light = {"max_ongoing_requests": 4096, "ray_actor_options": {"num_cpus": 0}}
         engine = serve.deployment(StandInEngine, name="cpu", **light)
-        config = parse_app_config(
-            {**cpu_app_args(), "router": {"num_replicas": 1, "max_ongoing_requests": 4096}}
+        router = {"num_replicas": 1, "max_ongoing_requests": 4096}
+        config = parse_app_config({**cpu_app_args(), "router": router})
+        per_message = parse_app_config(
+            {**cpu_app_args(), "router": {**router, "chunk_channel": False}}
         )
         apps = {
             "router": router_deployment(config).bind(config, {"cpu": engine.bind(args.step_ms)}),
+            "per-message": router_deployment(per_message).bind(
+                per_message, {"cpu": engine.bind(args.step_ms)}
+            ),
             "floor": serve.deployment(PassThrough, **light).bind(engine.bind(args.step_ms)),
         }
         for app in {GRAPHS[graph][0] for graph in args.graphs}:

@@ -98,6 +98,11 @@ class RouterConfig(Strict):
     log_prompts: bool = Field(
         False, description="debugging only: the request log line carries the messages"
     )
+    chunk_channel: bool = Field(
+        True,
+        description="streamed chunks come from each engine replica over one connection, a "
+        "frame per engine step (serve_app.chunk_channel); off: one Serve message per chunk",
+    )
     exclude_tools_when_tool_choice_none: bool = Field(
         False,
         description="vLLM's option: with tool_choice none, leave the tools out of the prompt "

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ray.util import get_current_placement_group
+from ray.util import get_current_placement_group, get_node_ip_address
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMValidationError
@@ -26,6 +26,7 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from serve_app.chunk_channel import ChannelOpen, ChannelServer
 from serve_app.config import ModelConfig, NodeGroupConfig, TracingConfig
 from serve_app.engine_api import (
     EngineChunk,
@@ -73,16 +74,24 @@ class EngineReplica:
         self.engine = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[stat_logger])
         self._gauges = asyncio.get_running_loop().create_task(keep_gauges_fresh(stat_logger))
         self.router_queue_time = RouterQueueTime()
+        self.channel = ChannelServer(get_node_ip_address())
         # The model's generation_config.json defaults (Qwen2.5: temperature 0.7, ...).
         self.sampling_defaults = vllm_config.model_config.get_diff_sampling_param()
         self.sampling_defaults.pop("max_tokens", None)
         logger.info("engine for node group %r ready", group.name)
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk | ChannelOpen]:
+        """The request's chunks: yielded, or through the router's chunk channel when it
+        asks for it (serve_app.chunk_channel)."""
         self.router_queue_time.observe(request.dispatched_at)
+        params = self._sampling_params(request)
+        async for item in self.channel.stream(request, self._chunks(request, params)):
+            yield item
+
+    def _sampling_params(self, request: EngineRequest) -> SamplingParams:
         structured = request.structured_outputs
         try:
-            params = SamplingParams(
+            return SamplingParams(
                 **{**self.sampling_defaults, **request.sampling},
                 max_tokens=request.max_tokens,
                 structured_outputs=StructuredOutputsParams(**structured) if structured else None,
@@ -92,6 +101,10 @@ class EngineReplica:
             )
         except VLLMValidationError as error:
             raise EngineRequestError(error.args[0], error.parameter) from None
+
+    async def _chunks(
+        self, request: EngineRequest, params: SamplingParams
+    ) -> AsyncIterator[EngineChunk]:
         want_logprobs = params.logprobs is not None
         # A cancelled call (client gone) raises CancelledError in here; AsyncLLM.generate
         # aborts the request in the engine before re-raising it.

@@ -31,6 +31,9 @@ class EngineRequest:
     trace_headers: dict[str, str] | None = None
     # The caller's session (its `user`): the cache-aware request router's tie-breaker.
     session: str | None = None
+    # The router replica's id when a stream's chunks should come through its chunk channel
+    # (serve_app.chunk_channel); None: yielded by the call itself.
+    channel: str | None = None
 
 
 class EngineChunk(NamedTuple):

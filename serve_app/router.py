@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.access import ApiKey, KeyRing, Quotas, RequireApiKey
 from serve_app.chat_writer import OutputSpec, ResponseWriter
+from serve_app.chunk_channel import ChannelClient
 from serve_app.completions_protocol import CompletionRequest
 from serve_app.completions_writer import CompletionWriter, PromptEcho
 from serve_app.config import AppConfig, NodeGroupConfig
@@ -344,6 +345,7 @@ class Router:
         windows = {group.name: config.window(group) for group in config.node_groups}
         self.balancer = NodeGroupBalancer(config.node_groups, engines, windows)
         self.quotas = Quotas(replicas=config.router.num_replicas)
+        self.channel = ChannelClient() if config.router.chunk_channel else None
         app.state.metrics = RouterMetrics(frozenset(route.path for route in app.routes))
         app.state.tracing = Tracing(config.tracing) if config.tracing.otlp_endpoint else None
         app.state.limits = config.limits
@@ -653,6 +655,7 @@ class Router:
                 dispatched_at=dispatched_at,
                 trace_headers=getattr(request.state, "trace_headers", None),
                 session=body.user,
+                channel=self.channel.router_id if self.channel and body.stream else None,
             )
             for i, (ids, most) in enumerate(zip(prompts, max_tokens, strict=True))
         ]
@@ -752,8 +755,12 @@ class Router:
             raise _unavailable(f"node group {group!r} has no running engine replica")
         self.balancer.in_flight[group] += 1
         handle = self.balancer.handles[group].options(stream=True)
+        request_id = engine_request.request_id
+        channel = self.channel if engine_request.channel else None
+        if channel:
+            channel.expect(request_id)
         response = handle.generate.remote(engine_request)
-        chunks = aiter(response)
+        chunks = channel.chunks(request_id, response) if channel else aiter(response)
         finished = False
         try:
             yield await self._first_while_up(chunks, group)
@@ -769,5 +776,7 @@ class Router:
             raise _unavailable(f"an engine replica of node group {group!r} failed") from None
         finally:
             self.balancer.in_flight[group] -= 1
+            if channel:
+                channel.release(request_id)
             if not finished:  # stopped early (timeout, client gone): abort the engine request
                 response.cancel()

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loadtest.local_stack import CPU_CONFIG, cpu_app_args, local_stack, wait_ready
@@ -111,3 +112,24 @@ def stack() -> Iterator[Stack]:
     _, config = load_serve_config(CPU_CONFIG)
     with local_stack(cpu_app_args()) as (base_url, metrics_url):
         yield Stack(base_url=base_url, app_name="athene", config=config, metrics_url=metrics_url)
+
+
+def replica_processes(app: str, deployment: str) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The engine replica's actor process and its vLLM children (engine core, workers). Ray
+    titles it `ray::ServeReplica:<app>:<name>`, plus `.<method>` while it runs a call. Only
+    this test's Ray counts (this process started it, so its processes descend from this
+    one): another stack on the machine has replicas of the same title."""
+    title = f"ray::ServeReplica:{app}:{deployment}"
+    (replica,) = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if (_cmdline(p) or [""])[0].split(".")[0] == title
+    ]
+    return replica, replica.children(recursive=True)
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone, or a zombie, since it was listed
+        return []

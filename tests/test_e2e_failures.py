@@ -24,6 +24,8 @@ import psutil
 import pytest
 from ray import serve
 
+from .conftest import replica_processes
+
 pytestmark = pytest.mark.e2e
 
 MODEL = "athene-v2-chat"
@@ -69,27 +71,6 @@ async def ask(client: httpx.AsyncClient, stream: bool, turn: int) -> Outcome:
     except httpx.TransportError as lost:  # a dropped connection: what the test must not see
         error = {"lost": repr(lost)}
     return Outcome(started, time.monotonic() - started, status, error, retry_after, stream, done)
-
-
-def replica_processes(app: str, deployment: str) -> tuple[psutil.Process, list[psutil.Process]]:
-    """The engine replica's actor process and its vLLM children (engine core, workers). Ray
-    titles it `ray::ServeReplica:<app>:<name>`, plus `.<method>` while it runs a call. Only
-    this test's Ray counts (this process started it, so its processes descend from this
-    one): another stack on the machine has replicas of the same title."""
-    title = f"ray::ServeReplica:{app}:{deployment}"
-    (replica,) = [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if (_cmdline(p) or [""])[0].split(".")[0] == title
-    ]
-    return replica, replica.children(recursive=True)
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:  # gone, or a zombie, since it was listed
-        return []
 
 
 def kill_engine_core(stack) -> None:

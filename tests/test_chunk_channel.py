@@ -1,0 +1,218 @@
+"""The chunk channel (serve_app.chunk_channel) on real sockets, without Ray: what the router
+relies on, that each stream gets exactly its chunks in order and then ends, that one engine
+step's chunks for a router leave as one frame, that the engine call's errors and a lost
+connection end the streams with an error instead of leaving them waiting, and that a frame
+can load no class. End to end, every streamed request of the e2e tests goes through it."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from serve_app.chunk_channel import (
+    ChannelClient,
+    ChannelOpen,
+    ChannelServer,
+    decode,
+    encode,
+    read_frame,
+)
+from serve_app.engine_api import EngineChunk, EngineRequest, EngineUnavailableError
+
+
+def request(request_id: str, channel: str | None) -> EngineRequest:
+    return EngineRequest(request_id, [1, 2], max_tokens=8, stream=True, channel=channel)
+
+
+def chunk(text: str, last: bool = False) -> EngineChunk:
+    return EngineChunk(0, text, 1, "length" if last else None, None)
+
+
+async def engine_call(
+    server: ChannelServer,
+    engine_request: EngineRequest,
+    texts: list[str],
+    step: asyncio.Event | None = None,
+    fail: Exception | None = None,
+) -> AsyncIterator[Any]:
+    """An engine replica's streaming call, as Serve hands it to the router: the server's
+    stream over chunks that wait for `step` (when given) before each one."""
+
+    async def chunks() -> AsyncIterator[EngineChunk]:
+        for i, text in enumerate(texts):
+            if step is not None:
+                await step.wait()
+            yield chunk(text, last=i == len(texts) - 1)
+        if fail is not None:
+            raise fail
+
+    async for item in server.stream(engine_request, chunks()):
+        yield item
+
+
+async def read_all(client: ChannelClient, request_id: str, call: AsyncIterator[Any]) -> list[str]:
+    return [c.text async for c in client.chunks(request_id, call)]
+
+
+def test_each_stream_gets_its_own_chunks_in_order_then_ends() -> None:
+    async def run() -> list[list[str]]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        readers = []
+        for i in range(3):
+            rid = f"r{i}"
+            client.expect(rid)
+            texts = [f"{rid}-{k}" for k in range(5)]
+            call = engine_call(server, request(rid, client.router_id), texts)
+            readers.append(read_all(client, rid, call))
+        return await asyncio.wait_for(asyncio.gather(*readers), 10)
+
+    got = asyncio.run(run())
+    assert got == [[f"r{i}-{k}" for k in range(5)] for i in range(3)]
+
+
+def test_one_engine_step_leaves_as_one_frame_for_all_of_a_routers_streams() -> None:
+    async def run() -> list[list[tuple[str, Any]]]:
+        server = ChannelServer("127.0.0.1")
+        address = await server.address()
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write(encode("router-a"))
+        step = asyncio.Event()
+        calls = [
+            engine_call(server, request(f"r{i}", "router-a"), ["x", "y"], step) for i in range(4)
+        ]
+        step.set()  # the first token of each comes through the call itself
+        for call in calls:
+            assert (await anext(call)).text == "x"
+        step.clear()
+        pumps = [asyncio.ensure_future(anext(call)) for call in calls]
+        for pump in pumps:  # each yields the channel's address
+            assert isinstance(await pump, ChannelOpen)
+        pumps = [asyncio.ensure_future(anext(call, None)) for call in calls]
+        await asyncio.sleep(0.05)
+        step.set()  # one "engine step" wakes all four streams at once
+        frames = [await asyncio.wait_for(read_frame(reader), 5)]
+        await asyncio.gather(*pumps)
+        writer.close()
+        return frames
+
+    (frame,) = asyncio.run(run())
+    # Every stream's second chunk (y, the last) and its end marker, in one frame.
+    assert sorted({rid for rid, _ in frame}) == ["r0", "r1", "r2", "r3"]
+    for rid in ("r0", "r1", "r2", "r3"):
+        entries = [entry for r, entry in frame if r == rid]
+        assert [e and e[1] for e in entries] == ["y", None]
+
+
+def test_chunks_put_before_the_router_connects_are_delivered() -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        # The engine finishes the whole stream before the router has even read the address.
+        made = [
+            item async for item in engine_call(server, request("r", client.router_id), ["a", "b"])
+        ]
+
+        async def replay() -> AsyncIterator[Any]:
+            for item in made:
+                yield item
+
+        return await asyncio.wait_for(read_all(client, "r", replay()), 5)
+
+    assert asyncio.run(run()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("failure", [EngineUnavailableError("engine died"), KeyError("bug")])
+def test_an_engine_failure_mid_stream_ends_it_with_an_error_after_its_chunks(
+    failure: Exception,
+) -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        texts = ["a", "b", "c"]
+        call = engine_call(server, request("r", client.router_id), texts, fail=failure)
+        seen: list[str] = []
+        with pytest.raises(EngineUnavailableError, match=str(failure.args[0])):
+            async for c in client.chunks("r", call):
+                seen.append(c.text)
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a", "b", "c"]
+
+
+def test_the_engine_calls_own_error_after_the_switch_ends_the_stream() -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        address = await server.address()
+
+        async def call() -> AsyncIterator[Any]:  # Serve fails the call: the replica died
+            yield chunk("a")
+            yield address
+            raise ConnectionError("replica died")
+
+        seen: list[str] = []
+        with pytest.raises(ConnectionError):
+            async for c in client.chunks("r", call()):
+                seen.append(c.text)
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a"]
+
+
+def test_a_lost_connection_fails_the_open_streams() -> None:
+    async def run() -> None:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        step = asyncio.Event()  # set for the first token, then never again
+        step.set()
+        call = engine_call(server, request("r", client.router_id), ["a", "b"], step)
+        stream = client.chunks("r", call)
+        assert (await anext(stream)).text == "a"
+        step.clear()
+        waiting = asyncio.ensure_future(anext(stream))
+        while not server._writers:  # the router has connected and named itself
+            await asyncio.sleep(0.01)
+        for writer in list(server._writers.values()):
+            writer.transport.abort()  # the engine replica's side goes away
+        with pytest.raises(EngineUnavailableError):
+            await asyncio.wait_for(waiting, 5)
+
+    asyncio.run(run())
+
+
+def test_an_engine_that_yields_chunks_is_read_as_before() -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        call = engine_call(server, request("r", None), ["a", "b"])  # no channel asked
+        return await read_all(client, "r", call)
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a", "b"]
+
+
+def test_frames_for_a_released_stream_are_dropped() -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("gone")
+        client.expect("kept")
+        gone = engine_call(server, request("gone", client.router_id), ["a", "b", "c"])
+        assert (await anext(gone)).text == "a"
+        assert isinstance(await anext(gone), ChannelOpen)
+        client.release("gone")  # its caller left before reading
+        kept = engine_call(server, request("kept", client.router_id), ["k"])
+        pump = asyncio.ensure_future(anext(gone, None))
+        texts = await read_all(client, "kept", kept)
+        pump.cancel()
+        return texts
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == ["k"]
+
+
+def test_a_frame_can_load_no_class() -> None:
+    assert decode(encode(("r", (0, "a", 1, None, None)))[4:]) == ("r", (0, "a", 1, None, None))
+    with pytest.raises(pickle.UnpicklingError):
+        decode(pickle.dumps(chunk("a")))  # a NamedTuple is a class: refused
