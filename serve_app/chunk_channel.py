@@ -27,7 +27,8 @@ import logging
 import pickle
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +172,70 @@ class ChannelServer:
 
 # ---- router replica side -------------------------------------------------------------------
 
+InboxItem = EngineChunk | BaseException | None
+
+
+class _Inbox:
+    """One stream's chunks (then None, or an error) as the connection's reader sorts them in."""
+
+    __slots__ = ("items", "ready")
+
+    def __init__(self) -> None:
+        self.items: deque[InboxItem] = deque()
+        self.ready = asyncio.Event()
+
+    def put(self, item: InboxItem) -> None:
+        self.items.append(item)
+        self.ready.set()
+
+    async def take(self) -> list[InboxItem]:
+        """Everything that has come in, once something has."""
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        items = list(self.items)
+        self.items.clear()
+        return items
+
+
+def coalesce(items: list[InboxItem]) -> Iterator[InboxItem]:
+    """Items that came in together, a choice's consecutive chunks merged into one (as vLLM's
+    output collector merges the deltas its reader has not taken): a router that fell behind
+    sends one SSE event per choice for what is ready, not one per engine step. Nothing waits
+    to be merged."""
+    held: EngineChunk | None = None
+    for item in items:
+        if held is not None:
+            if (
+                isinstance(item, EngineChunk)
+                and item.index == held.index
+                and held.finish_reason is None
+            ):
+                held = _joined(held, item)
+                continue
+            yield held
+            held = None
+        if isinstance(item, EngineChunk):
+            held = item
+        else:
+            yield item
+    if held is not None:
+        yield held
+
+
+def _joined(first: EngineChunk, later: EngineChunk) -> EngineChunk:
+    logprobs = None
+    if first.logprobs is not None or later.logprobs is not None:
+        logprobs = (first.logprobs or []) + (later.logprobs or [])
+    return EngineChunk(
+        first.index,
+        first.text + later.text,
+        first.num_tokens + later.num_tokens,
+        later.finish_reason,
+        logprobs,
+        first.prompt_logprobs,
+    )
+
 
 @dataclass
 class _Connection:
@@ -180,20 +245,20 @@ class _Connection:
 
 class ChannelClient:
     """In a router replica: one connection per engine replica, opened on first use; its
-    reader sorts the frames' chunks into the streams' queues."""
+    reader sorts the frames' chunks into the streams' inboxes."""
 
     def __init__(self) -> None:
         self.router_id = uuid.uuid4().hex
-        self._queues: dict[str, asyncio.Queue[EngineChunk | BaseException | None]] = {}
+        self._inboxes: dict[str, _Inbox] = {}
         self._connections: dict[ChannelOpen, asyncio.Future[_Connection]] = {}
 
     def expect(self, request_id: str) -> None:
         """Registers a stream before its engine call goes out, so no frame finds it absent."""
-        self._queues[request_id] = asyncio.Queue()
+        self._inboxes[request_id] = _Inbox()
 
     def release(self, request_id: str) -> None:
         """The stream is over (or never started): later frames for it are dropped."""
-        self._queues.pop(request_id, None)
+        self._inboxes.pop(request_id, None)
 
     async def chunks(
         self, request_id: str, response: AsyncIterator[Any]
@@ -201,7 +266,7 @@ class ChannelClient:
         """The stream's chunks: from the engine call until it names its channel, then from
         the channel. The engine's failure, the call's error and a lost connection end it
         with an error."""
-        queue = self._queues[request_id]
+        inbox = self._inboxes[request_id]
         watcher: asyncio.Task[None] | None = None
         connection: _Connection | None = None
         try:
@@ -213,11 +278,14 @@ class ChannelClient:
             else:
                 return  # the call carried the whole stream
             connection.requests.add(request_id)
-            watcher = asyncio.ensure_future(_watch(response, queue))
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            watcher = asyncio.ensure_future(_watch(response, inbox))
+            while True:
+                for item in coalesce(await inbox.take()):
+                    if item is None:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
         finally:
             if connection is not None:
                 connection.requests.discard(request_id)
@@ -245,17 +313,17 @@ class ChannelClient:
     async def _read(
         self, address: ChannelOpen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        queues = self._queues
+        inboxes = self._inboxes
         try:
             while True:
                 for request_id, item in await read_frame(reader):
-                    queue = queues.get(request_id)
-                    if queue is None:  # a stream its caller already left
+                    inbox = inboxes.get(request_id)
+                    if inbox is None:  # a stream its caller already left
                         continue
                     if isinstance(item, tuple):
-                        queue.put_nowait(EngineChunk(*item))
+                        inbox.put(EngineChunk(*item))
                     else:
-                        queue.put_nowait(None if item is None else EngineUnavailableError(item))
+                        inbox.put(None if item is None else EngineUnavailableError(item))
         except (OSError, asyncio.IncompleteReadError, pickle.UnpicklingError) as error:
             logger.warning("chunk channel to %s closed: %r", address, error)
         finally:
@@ -263,17 +331,17 @@ class ChannelClient:
             opened = self._connections.pop(address, None)
             connection = opened.result() if opened is not None and opened.done() else None
             for request_id in connection.requests if connection else ():
-                queue = queues.get(request_id)
-                if queue is not None:
-                    queue.put_nowait(EngineUnavailableError("the engine replica's channel closed"))
+                inbox = inboxes.get(request_id)
+                if inbox is not None:
+                    inbox.put(EngineUnavailableError("the engine replica's channel closed"))
 
 
-async def _watch(response: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+async def _watch(response: AsyncIterator[Any], inbox: _Inbox) -> None:
     """Waits out the engine call; its own error (the replica died, Serve failed the call) goes
-    to the stream's queue. A normal end says nothing: the channel's end marker ends the
+    to the stream's inbox. A normal end says nothing: the channel's end marker ends the
     stream."""
     try:
         async for _ in response:
             pass
     except Exception as error:  # handed to the stream's reader, which raises it
-        queue.put_nowait(error)
+        inbox.put(error)

@@ -17,6 +17,7 @@ from serve_app.chunk_channel import (
     ChannelClient,
     ChannelOpen,
     ChannelServer,
+    coalesce,
     decode,
     encode,
     read_frame,
@@ -70,8 +71,11 @@ def test_each_stream_gets_its_own_chunks_in_order_then_ends() -> None:
             readers.append(read_all(client, rid, call))
         return await asyncio.wait_for(asyncio.gather(*readers), 10)
 
+    # Each stream's text, in order (chunks that came in together arrive merged).
     got = asyncio.run(run())
-    assert got == [[f"r{i}-{k}" for k in range(5)] for i in range(3)]
+    assert ["".join(texts) for texts in got] == [
+        "".join(f"r{i}-{k}" for k in range(5)) for i in range(3)
+    ]
 
 
 def test_one_engine_step_leaves_as_one_frame_for_all_of_a_routers_streams() -> None:
@@ -140,7 +144,7 @@ def test_an_engine_failure_mid_stream_ends_it_with_an_error_after_its_chunks(
                 seen.append(c.text)
         return seen
 
-    assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a", "b", "c"]
+    assert "".join(asyncio.run(asyncio.wait_for(run(), 5))) == "abc"
 
 
 def test_the_engine_calls_own_error_after_the_switch_ends_the_stream() -> None:
@@ -216,3 +220,40 @@ def test_a_frame_can_load_no_class() -> None:
     assert decode(encode(("r", (0, "a", 1, None, None)))[4:]) == ("r", (0, "a", 1, None, None))
     with pytest.raises(pickle.UnpicklingError):
         decode(pickle.dumps(chunk("a")))  # a NamedTuple is a class: refused
+
+
+def test_what_came_in_together_leaves_as_one_chunk_per_choice() -> None:
+    lp = ("t", -0.5, [])
+    items = [
+        EngineChunk(0, "a", 1, None, [lp]),
+        EngineChunk(0, "b", 2, None, [lp, lp]),
+        EngineChunk(1, "x", 1, None, None),  # another choice: not merged across
+        EngineChunk(1, "y", 1, "length", None),
+        EngineChunk(1, "z", 1, None, None),  # after a finished chunk: kept apart
+        None,
+    ]
+    assert list(coalesce(items)) == [
+        EngineChunk(0, "ab", 3, None, [lp, lp, lp]),
+        EngineChunk(1, "xy", 2, "length", None),
+        EngineChunk(1, "z", 1, None, None),
+        None,
+    ]
+
+
+def test_a_router_that_fell_behind_gets_the_ready_chunks_merged() -> None:
+    async def run() -> list[tuple[str, int]]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        made = [
+            item async for item in engine_call(server, request("r", client.router_id), list("abcd"))
+        ]
+        await asyncio.sleep(0.1)  # frames arrive while nobody reads
+
+        async def replay() -> AsyncIterator[Any]:
+            for item in made:
+                yield item
+
+        return [(c.text, c.num_tokens) async for c in client.chunks("r", replay())]
+
+    # The first through the call; the other three, ready together, as one chunk.
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == [("a", 1), ("bcd", 3)]
