@@ -20,13 +20,8 @@ from .conftest import replica_processes
 pytestmark = pytest.mark.e2e
 
 MODEL = "athene-v2-chat"
-BODY = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "Count from one to twenty."}],
-    "max_tokens": 24,
-    "ignore_eos": True,
-    "step_by_step": "off",
-}
+QUESTION = [{"role": "user", "content": "Count from one to twenty."}]
+BODY = {"model": MODEL, "messages": QUESTION, "max_tokens": 24, "ignore_eos": True}
 
 
 def channel_port(stack) -> int:
