@@ -48,7 +48,8 @@ def map_body(context, body):
     tokenizer and engine instead of ending at a 404 or a 400. (None of these breaks the
     schema, so the examples meant to break it still do.)"""
     if isinstance(body, dict):
-        for message in body.get("messages") or []:
+        messages = body.get("messages")
+        for message in messages if isinstance(messages, list) else []:
             if isinstance(message, dict) and message.get("content") is None:
                 message["content"] = "Hello"  # the schema lets it out; most roles need it
         if isinstance(body.get("model"), str):
