@@ -96,7 +96,7 @@ def test_one_engine_step_leaves_as_one_frame_for_all_of_a_routers_streams() -> N
         for pump in pumps:  # each yields the channel's address
             assert isinstance(await pump, ChannelOpen)
         pumps = [asyncio.ensure_future(anext(call, None)) for call in calls]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # each pump runs on to its wait for the step (no I/O on the way)
         step.set()  # one "engine step" wakes all four streams at once
         frames = [await asyncio.wait_for(read_frame(reader), 5)]
         await asyncio.gather(*pumps)
@@ -244,10 +244,11 @@ def test_a_router_that_fell_behind_gets_the_ready_chunks_merged() -> None:
     async def run() -> list[tuple[str, int]]:
         server, client = ChannelServer("127.0.0.1"), ChannelClient()
         client.expect("r")
+        # The engine makes all four before the router connects: the three after the first
+        # wait in its outbox and arrive together, as for a router that fell behind.
         made = [
             item async for item in engine_call(server, request("r", client.router_id), list("abcd"))
         ]
-        await asyncio.sleep(0.1)  # frames arrive while nobody reads
 
         async def replay() -> AsyncIterator[Any]:
             for item in made:
