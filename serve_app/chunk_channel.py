@@ -239,7 +239,7 @@ def _joined(first: EngineChunk, later: EngineChunk) -> EngineChunk:
 
 @dataclass
 class _Connection:
-    reader_task: asyncio.Task[None]
+    reader_task: asyncio.Task[None]  # held: the event loop keeps only a weak reference
     requests: set[str] = field(default_factory=set)
 
 
@@ -307,8 +307,7 @@ class ChannelClient:
     async def _open(self, address: ChannelOpen) -> _Connection:
         reader, writer = await asyncio.open_connection(address.host, address.port)
         writer.write(encode(self.router_id))
-        connection = _Connection(asyncio.ensure_future(self._read(address, reader, writer)))
-        return connection
+        return _Connection(asyncio.ensure_future(self._read(address, reader, writer)))
 
     async def _read(
         self, address: ChannelOpen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
