@@ -230,12 +230,20 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--graphs", nargs="+", choices=tuple(GRAPHS), default=list(GRAPHS))
+    parser.add_argument(
+        "--serve-env",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Serve settings over serve_app.serve_env's, to measure a lever against a run without",
+    )
     args = parser.parse_args()
 
     from loadtest.local_stack import free_port
 
     # Direct ingress back on for this stack only: the `direct` graph measures that lever.
     os.environ.update(SERVE_ENV | {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
+    os.environ.update(setting.split("=", 1) for setting in args.serve_env)
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     port = free_port()
