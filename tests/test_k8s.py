@@ -419,6 +419,14 @@ def test_the_serve_service_selects_pods_that_run_a_proxy(overlay: str) -> None:
         assert proxy_location in (None, "EveryNode"), f"{overlay}: {proxy_location}"
 
 
+def test_every_hop_of_the_serve_settings_speaks_grpc() -> None:
+    """Throughput mode puts handle calls on gRPC but reads the proxy's setting before it
+    does: without RAY_SERVE_PROXY_USE_GRPC the proxy -> router hop stays on Ray actor calls,
+    twice the CPU per streamed token and about 3 ms more TTFT (docs/performance.md)."""
+    serve = serve_constants(SERVE_ENV, "RAY_SERVE_USE_GRPC_BY_DEFAULT", "RAY_SERVE_PROXY_USE_GRPC")
+    assert serve == {"RAY_SERVE_USE_GRPC_BY_DEFAULT": True, "RAY_SERVE_PROXY_USE_GRPC": True}
+
+
 def test_production_overlays_serve_from_the_model_cache() -> None:
     for overlay in ("prod", "ha", "incremental-upgrade"):
         docs = render(overlay)
