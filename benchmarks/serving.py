@@ -82,7 +82,7 @@ def process(
             # A process group of its own (to stop it whole), in the client's session. Linux
             # schedules each session as one group (autogroup): a server in a session of its
             # own competed with the client as a unit, and the stack's group kept the client
-            # off the CPU for up to 2 s at concurrency 4 (its own run-queue wait), which
+            # off the CPU for over a second at concurrency 4 (its own run-queue wait), which
             # showed up as the stack's TTFT p99.
             process_group=0,
         )

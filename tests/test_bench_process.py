@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.serving import free_port, process
 
-# A server that answers GET / and starts a child that outlives nothing but its group.
+# A server that answers GET / and starts a child of its own, which only stopping the group ends.
 SERVER = """
 import http.server, subprocess, sys
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
