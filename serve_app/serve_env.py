@@ -24,7 +24,7 @@ SERVE_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     # The proxy's calls to the router over gRPC too. Throughput mode turns gRPC on for handle
     # calls but reads this one before it does, so the proxy stayed on Ray actor calls: about
-    # 3 ms more per request on the way in and on the first token's way out (TTFT, measured).
+    # 3 ms more TTFT and twice the CPU per streamed token (docs/performance.md, side by side).
     "RAY_SERVE_PROXY_USE_GRPC": "1",
     # Serve's Python proxy, not HAProxy, on :8000. HAProxy (in ray[serve]) saves a Python hop,
     # but it passes a client's disconnect on only when it next writes to that client: a
