@@ -142,7 +142,7 @@ async def stream(port: int, prefix: str, max_tokens: int) -> list[tuple[float, f
 
 # The graphs measured side by side: (Serve application, route prefix, ingress deployment).
 # `direct` is the router application reached at its replica's own HTTP port (Serve's direct
-# ingress, on in this benchmark's stack only): no proxy hop, what that hop costs.
+# ingress, the way in on Kubernetes); `router` is the same app through Serve's proxy.
 GRAPHS = {
     "router": ("router", "", "router"),
     "per-message": ("per-message", "/per-message", "router"),
@@ -241,8 +241,7 @@ def main() -> None:
 
     from loadtest.local_stack import free_port
 
-    # Direct ingress back on for this stack only: the `direct` graph measures that lever.
-    os.environ.update(SERVE_ENV | {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
+    os.environ.update(SERVE_ENV)
     os.environ.update(setting.split("=", 1) for setting in args.serve_env)
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)

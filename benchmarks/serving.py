@@ -179,10 +179,12 @@ def isolated_haproxy_env(directory: Path, stats_port: int, metrics_port: int) ->
 
 
 def our_stack(
-    port: int, workdir: Path, variant: dict[str, str]
+    port: int, router_port: int, workdir: Path, variant: dict[str, str]
 ) -> tuple[list[str], str, dict[str, str]]:
-    """`serve run` of the CPU config, moved to a free port, with the project's Serve settings
-    (serve_app.serve_env) and a variant's changes to them."""
+    """`serve run` of the CPU config, moved to free ports, with the project's Serve settings
+    (serve_app.serve_env) and a variant's changes to them. Serve's proxy takes `port`; the
+    router replica serves `router_port` itself (direct ingress, the way in on Kubernetes):
+    the range of ports Serve hands out is that one port."""
     document = yaml.safe_load(CONFIG.read_text())
     document["http_options"] = {"host": "127.0.0.1", "port": port}
     config = workdir / "serve_config.bench.yaml"
@@ -190,7 +192,13 @@ def our_stack(
     serve = Path(sys.executable).parent / "serve"
     haproxy = workdir / "haproxy"
     haproxy.mkdir(exist_ok=True)
-    env = SERVE_ENV | isolated_haproxy_env(haproxy, free_port(), free_port()) | variant
+    router_range = {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(router_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(router_port + 1),
+    }
+    env = (
+        SERVE_ENV | router_range | isolated_haproxy_env(haproxy, free_port(), free_port()) | variant
+    )
     return [str(serve), "run", str(config)], f"http://127.0.0.1:{port}/ready", env
 
 
@@ -587,8 +595,13 @@ def main() -> None:
                 print("idle CPU, " + idle_line("vllm", idle["vllm"]), flush=True)
             for round_ in range(args.rounds):
                 for index, (name, env) in enumerate(stacks.items()):
-                    stack_port = free_port()
-                    stack_cmd, stack_ready, stack_env = our_stack(stack_port, Path(tmp), env)
+                    proxy_port, router_port = free_port(), free_port()
+                    stack_cmd, stack_ready, stack_env = our_stack(
+                        proxy_port, router_port, Path(tmp), env
+                    )
+                    # The router's own port, or the proxy's when a variant turns it off.
+                    direct = stack_env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+                    stack_port = router_port if direct else proxy_port
                     print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
                     log = run_dir / f"{name}-r{round_}.log"
                     with process(stack_cmd, stack_ready, log, stack_env) as stack:

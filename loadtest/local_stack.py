@@ -40,13 +40,48 @@ def wait_ready(base_url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
     raise TimeoutError(f"the stack at {base_url} was not ready within {timeout_s} s")
 
 
+def direct_ingress_env() -> dict[str, str]:
+    """Serve's direct-ingress ports moved from 30000 up to a free range: another stack on the
+    machine may hold 30000. Serve skips a port in use and tries the next."""
+    low = free_port()
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(low),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(min(low + 100, 65535)),
+    }
+
+
+def router_url(app_name: str, timeout_s: float = 60) -> str:
+    """Where the app's router replica serves HTTP itself (Serve's direct ingress), once it does:
+    the way in that skips Serve's proxy, as callers on Kubernetes take it."""
+    import ray
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        groups = ray.get(controller.get_target_groups.remote(app_name=app_name))
+        # Until the router runs, Serve lists the proxy instead, with no ingress deployment.
+        ports = [
+            target.port
+            for group in groups
+            if group.ingress_deployment_name and group.protocol == RequestProtocol.HTTP
+            for target in group.targets
+        ]
+        if len(ports) == 1:
+            return f"http://127.0.0.1:{ports[0]}"
+        time.sleep(0.5)
+    raise TimeoutError(f"{app_name}'s router had no port of its own within {timeout_s} s")
+
+
 @contextmanager
 def local_stack(args: dict[str, Any], name: str = "athene") -> Iterator[tuple[str, str]]:
     """(base URL, metrics URL) of the app at /, ready; Ray and Serve stopped on exit, even on
     failure, and the environment restored. Serve's settings (serve_app.serve_env) are set
     before Ray starts: its processes read them at start-up."""
-    saved = {key: os.environ.get(key) for key in SERVE_ENV}
-    os.environ.update(SERVE_ENV)
+    env = SERVE_ENV | direct_ingress_env()
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     import ray
     from ray import serve
 

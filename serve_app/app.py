@@ -89,7 +89,10 @@ def router_deployment(config: AppConfig) -> Deployment:
         # A replica being replaced (redeploy, scale-down) finishes its answers first; none
         # runs longer than the request timeout.
         graceful_shutdown_timeout_s=config.router.request_timeout_s,
-        ray_actor_options={"num_cpus": config.router.num_cpus},
+        ray_actor_options={
+            "num_cpus": config.router.num_cpus,
+            "resources": config.router.resources,
+        },
     )
 
 

@@ -14,14 +14,13 @@ SERVE_ENV = {
     # Serve's throughput mode: handle calls over gRPC instead of Ray actor calls, user code
     # and the request router on the replica's own event loop, GC frozen after start-up.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # Throughput mode also turns on "direct ingress" (the router replica serves HTTP on a
-    # port of its own, 30000 up, for an external load balancer to find), and without
-    # HAProxy Serve then runs a single proxy, on the head only, whatever proxy_location says.
-    # The RayService leaves the head out of its Serve Service, which would then send to no
-    # pod at all; and one Python proxy for the whole cluster would relay every token. Off:
-    # a proxy on every pod with replicas (tests/test_k8s.py checks it with Serve's own
-    # reading of the pods' environment).
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    # Throughput mode's "direct ingress": each router replica serves HTTP itself, on a port of
+    # its own (30000 up), so a request skips Serve's proxy and the call back to it for the
+    # body: 6 ms less TTFT on this machine (docs/performance.md). Without HAProxy Serve then
+    # runs one proxy, on the head only (a way in for `serve run`'s :8000 and KubeRay's
+    # health checks); on Kubernetes the callers reach the routers' own port through a
+    # Service of the router node group (k8s/base/rayservice.yaml).
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     # The proxy's calls to the router over gRPC too. Throughput mode turns gRPC on for handle
     # calls but reads this one before it does, so the proxy stayed on Ray actor calls: about
     # 3 ms more TTFT and twice the CPU per streamed token (docs/performance.md, side by side).

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtest.local_stack import CPU_CONFIG, cpu_app_args, local_stack, wait_ready
+from loadtest.local_stack import CPU_CONFIG, cpu_app_args, local_stack, router_url, wait_ready
 from serve_app.config import AppConfig, load_serve_config, parse_app_config
 from serve_app.devmodel import ensure_dev_model
 
@@ -41,7 +41,8 @@ def dev_model_dir() -> Path:
 
 @dataclass
 class Stack:
-    base_url: str
+    base_url: str  # the router replica's own port (Serve's direct ingress), as on Kubernetes
+    proxy_url: str  # Serve's proxy, the way in of `serve run`'s :8000, and of other apps here
     app_name: str
     config: AppConfig
     metrics_url: str  # Ray's Prometheus endpoint on the node (router and engine metrics)
@@ -76,7 +77,7 @@ class Stack:
             route_prefix=f"/{name}",
             logging_config=logging_config,
         )
-        url = f"{self.base_url}/{name}"
+        url = f"{self.proxy_url}/{name}"
         wait_ready(url)  # its view of the engine replicas is fresh
         return url
 
@@ -90,7 +91,7 @@ class Stack:
 
         try:  # deleted even when it fails to start: its replicas would hold resources
             serve.run(build_app(args), name=name, route_prefix=f"/{name}")
-            yield f"{self.base_url}/{name}"
+            yield f"{self.proxy_url}/{name}"
         finally:
             serve.delete(name)
 
@@ -110,8 +111,14 @@ def stack() -> Iterator[Stack]:
     """`serve_config.cpu.yaml`, deployed through the real builder on free ports, with the
     Serve settings `make serve` and the KubeRay pods use (serve_app.serve_env)."""
     _, config = load_serve_config(CPU_CONFIG)
-    with local_stack(cpu_app_args()) as (base_url, metrics_url):
-        yield Stack(base_url=base_url, app_name="athene", config=config, metrics_url=metrics_url)
+    with local_stack(cpu_app_args()) as (proxy_url, metrics_url):
+        yield Stack(
+            base_url=router_url("athene"),
+            proxy_url=proxy_url,
+            app_name="athene",
+            config=config,
+            metrics_url=metrics_url,
+        )
 
 
 def replica_processes(app: str, deployment: str) -> tuple[psutil.Process, list[psutil.Process]]:

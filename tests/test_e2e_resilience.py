@@ -1,4 +1,8 @@
-"""Overload, time limits and disconnects, end to end through Serve's proxy and the real router.
+"""Overload, time limits and disconnects, end to end through the real router.
+
+Disconnects are checked through both ways in: the router replica's own port (Serve's direct
+ingress, what callers on Kubernetes reach) and Serve's proxy (`serve run`'s :8000): each
+must see the caller leave.
 
 Timeouts and disconnects run on the real engine: its running + waiting count must return to
 0, so nothing keeps generating for a caller who is gone. Where a test must hold requests at
@@ -17,6 +21,7 @@ import httpx
 import pytest
 from ray import serve
 
+from loadtest.local_stack import router_url
 from serve_app.engine_api import EngineChunk, EngineRequest
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +42,11 @@ def wait_until_idle(stack, within_s: float) -> float:
         assert time.monotonic() - started < within_s, f"{unfinished} requests still in the engine"
         time.sleep(0.1)
     return time.monotonic() - started
+
+
+@pytest.fixture(params=["router", "proxy"])
+def way_in(request, stack) -> str:
+    return stack.base_url if request.param == "router" else stack.proxy_url
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +91,7 @@ def test_a_completions_batch_over_the_timeout_is_504_and_every_prompt_aborted(st
     wait_until_idle(stack, within_s=5)
 
 
-def test_fifty_streams_cut_after_their_first_chunk_leave_the_engine_idle(stack):
+def test_fifty_streams_cut_after_their_first_chunk_leave_the_engine_idle(stack, way_in):
     async def cut_after_first_chunk(client: httpx.AsyncClient) -> None:
         async with client.stream(
             "POST", "/v1/chat/completions", json={**LONG, "stream": True}
@@ -93,16 +103,16 @@ def test_fifty_streams_cut_after_their_first_chunk_leave_the_engine_idle(stack):
 
     async def run() -> None:
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=stack.base_url, limits=limits, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=way_in, limits=limits, timeout=120) as client:
             await asyncio.gather(*(cut_after_first_chunk(client) for _ in range(50)))
 
     asyncio.run(run())
     wait_until_idle(stack, within_s=5)
 
 
-def test_a_non_streaming_caller_gone_mid_answer_aborts_the_engine_request(stack):
+def test_a_non_streaming_caller_gone_mid_answer_aborts_the_engine_request(stack, way_in):
     async def leave_once_generating() -> None:
-        async with httpx.AsyncClient(base_url=stack.base_url, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=way_in, timeout=120) as client:
             answer = asyncio.create_task(client.post("/v1/chat/completions", json=LONG))
             while await asyncio.to_thread(stack.engine_unfinished) == 0:
                 assert not answer.done(), answer.result().text
@@ -134,10 +144,11 @@ class HeldEngine:
         yield EngineChunk(0, "released", 1, "stop", None)
 
 
-@pytest.fixture
-def held(stack, tmp_path):
+@pytest.fixture(params=["router", "proxy"])
+def held(request, stack, tmp_path):
     """A router app in front of one HeldEngine replica that runs 2 requests and lets its
-    callers queue 2 more (`max_ongoing_requests`, `max_queued_requests`)."""
+    callers queue 2 more (`max_ongoing_requests`, `max_queued_requests`), reached through
+    its router's own port or Serve's proxy."""
     engine = serve.deployment(HeldEngine).options(
         name="cpu",
         max_ongoing_requests=2,
@@ -145,7 +156,7 @@ def held(stack, tmp_path):
         ray_actor_options={"num_cpus": 0},
     )
     with stack.router_app("held", engines={"cpu": engine.bind(tmp_path)}) as url:
-        yield url, tmp_path
+        yield (f"{router_url('held')}/held" if request.param == "router" else url), tmp_path
 
 
 def marks(directory: Path, prefix: str) -> int:
