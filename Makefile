@@ -53,15 +53,16 @@ devmodel: $(STAMP)
 	@$(PY) -m serve_app.devmodel
 
 # Ports of the local stack: the API's comes from the config (8000) unless HTTP_PORT is set;
-# the metrics and dashboard ports are Ray's and KubeRay's defaults.
+# the router's own port is the router pods' in k8s/; metrics and dashboard: Ray's defaults.
 HTTP_PORT ?=
+ROUTER_PORT ?= 30000
 METRICS_PORT ?= 8080
 DASHBOARD_PORT ?= 8265
 serve: devmodel
 	@$(PY) -m serve_app.config $(CONFIG)
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m serve_app.launch $(CONFIG) \
-	  $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) --metrics-port $(METRICS_PORT) \
-	  --dashboard-port $(DASHBOARD_PORT)
+	  $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) --router-port $(ROUTER_PORT) \
+	  --metrics-port $(METRICS_PORT) --dashboard-port $(DASHBOARD_PORT)
 
 test: devmodel
 	@echo "==> lint"

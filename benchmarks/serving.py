@@ -40,7 +40,7 @@ import yaml
 
 from serve_app.config import load_serve_config
 from serve_app.devmodel import ensure_dev_model, resolve_source
-from serve_app.serve_env import SERVE_ENV
+from serve_app.serve_env import SERVE_ENV, router_port_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_config.cpu.yaml"
@@ -183,8 +183,7 @@ def our_stack(
 ) -> tuple[list[str], str, dict[str, str]]:
     """`serve run` of the CPU config, moved to free ports, with the project's Serve settings
     (serve_app.serve_env) and a variant's changes to them. Serve's proxy takes `port`; the
-    router replica serves `router_port` itself (direct ingress, the way in on Kubernetes):
-    the range of ports Serve hands out is that one port."""
+    router replica serves `router_port` itself (direct ingress, the way in on Kubernetes)."""
     document = yaml.safe_load(CONFIG.read_text())
     document["http_options"] = {"host": "127.0.0.1", "port": port}
     config = workdir / "serve_config.bench.yaml"
@@ -192,12 +191,11 @@ def our_stack(
     serve = Path(sys.executable).parent / "serve"
     haproxy = workdir / "haproxy"
     haproxy.mkdir(exist_ok=True)
-    router_range = {
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(router_port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(router_port + 1),
-    }
     env = (
-        SERVE_ENV | router_range | isolated_haproxy_env(haproxy, free_port(), free_port()) | variant
+        SERVE_ENV
+        | router_port_env(router_port)
+        | isolated_haproxy_env(haproxy, free_port(), free_port())
+        | variant
     )
     return [str(serve), "run", str(config)], f"http://127.0.0.1:{port}/ready", env
 

@@ -33,6 +33,12 @@ GENERATED = {
 # http_options without a restart anyway, so the generated config leaves them out.
 KUBERAY_MANAGED_KEYS = frozenset({"http_options"})
 
+# On Kubernetes each router replica holds a unit of a custom Ray resource that only the
+# router pods declare, one per pod: a router lands on a router pod of its own and serves the
+# pod's one direct-ingress port, which the callers' Service targets (k8s/base/rayservice.yaml).
+# The serve configs leave it out: `serve run` on one machine has no such pods.
+ROUTER_POD_RESOURCES = {"router": 1.0}
+
 HEADER = (
     "# GENERATED from {source} by `make k8s-manifests` (python -m serve_app.kube write).\n"
     "# Do not edit: change {source} and regenerate. kustomize embeds this file as the\n"
@@ -45,6 +51,9 @@ def render_serve_config(source: str) -> str:
     document, _ = load_serve_config(ROOT / source)
     deployed = serve_document(document)  # autoscaling bounds where Serve applies them in place
     kept = {key: value for key, value in deployed.items() if key not in KUBERAY_MANAGED_KEYS}
+    for app in kept["applications"]:
+        router = app["args"].setdefault("router", {})
+        router["resources"] = {**ROUTER_POD_RESOURCES, **router.get("resources", {})}
     body = yaml.safe_dump(kept, sort_keys=False, default_flow_style=False, width=100)
     return HEADER.format(source=source) + body
 

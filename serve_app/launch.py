@@ -6,7 +6,7 @@ engine's start-up noise in Ray's log files, prints each deployment's state as it
 and prints one ready block (API, metrics, dashboard, a curl to try) once the router's
 `/ready` answers 200. Ctrl-C (or SIGTERM) shuts Serve and Ray down.
 
-    python -m serve_app.launch serve_config.cpu.yaml [--http-port N]
+    python -m serve_app.launch serve_config.cpu.yaml [--http-port N] [--router-port 30000]
         [--metrics-port 8080] [--dashboard-port 8265]
 
 Exit codes: 0 after a clean shutdown; 1 if the config is invalid, the deployment failed or
@@ -28,10 +28,11 @@ from typing import Any
 import httpx
 
 from serve_app.config import ConfigError, load_serve_config, serve_document
-from serve_app.serve_env import SERVE_ENV
+from serve_app.serve_env import SERVE_ENV, router_port_env
 
-# Ray's and KubeRay's defaults (the head pod's ports in k8s/), so the URLs read the same.
-METRICS_PORT, DASHBOARD_PORT = 8080, 8265
+# Ray's and KubeRay's defaults (the head pod's ports in k8s/), so the URLs read the same; the
+# router's own port is the one the router pods in k8s/ serve on.
+METRICS_PORT, DASHBOARD_PORT, ROUTER_PORT = 8080, 8265, 30000
 READY_TIMEOUT_S = 900
 POLL_INTERVAL_S = 1.0
 
@@ -52,11 +53,15 @@ def try_request(base_url: str, model: str) -> str:
     )
 
 
-def ready_block(seconds: float, base_url: str, model: str, metrics: str, dashboard: str) -> str:
+def ready_block(
+    seconds: float, base_url: str, router_url: str, model: str, metrics: str, dashboard: str
+) -> str:
     return "\n".join(
         [
             f"==> ready in {seconds:.0f} s",
             f'    API        {base_url}/v1  (OpenAI-compatible, model "{model}")',
+            f"    router     {router_url}/v1  (the same API on the router's own port: one hop "
+            "fewer, the way in on Kubernetes)",
             f"    metrics    curl {metrics}",
             f"    dashboard  {dashboard}{token_hint()}",
             f"    try        {try_request(base_url, model)}",
@@ -122,6 +127,7 @@ def wait_until_ready(
 def serve_config(
     path: Path,
     http_port: int | None,
+    router_port: int,
     metrics_port: int,
     dashboard_port: int,
     ready_timeout_s: float,
@@ -139,12 +145,14 @@ def serve_config(
         http_options["port"] = http_port
     base_url = f"http://localhost:{http_options['port']}"
     app = config.applications[0]
-    app_url = base_url + ("" if app.route_prefix in (None, "/") else app.route_prefix)
+    prefix = "" if app.route_prefix in (None, "/") else app.route_prefix
+    app_url, router_url = base_url + prefix, f"http://localhost:{router_port}{prefix}"
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     dashboard = f"http://127.0.0.1:{dashboard_port}"
 
     started = time.monotonic()
-    os.environ.update(SERVE_ENV)  # Ray's processes read them when they start
+    # Ray's processes read them when they start.
+    os.environ.update(SERVE_ENV | router_port_env(router_port))
     say(f"==> starting Ray: dashboard {dashboard}, metrics {metrics}")
     context = ray.init(
         address="local",
@@ -174,7 +182,12 @@ def serve_config(
             return 1
         say(
             ready_block(
-                time.monotonic() - started, app_url, app_config.model.id, metrics, dashboard
+                time.monotonic() - started,
+                app_url,
+                router_url,
+                app_config.model.id,
+                metrics,
+                dashboard,
             )
         )
         while True:
@@ -199,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("config", type=Path)
     parser.add_argument("--http-port", type=int, help="instead of the config's http_options.port")
+    parser.add_argument("--router-port", type=int, default=ROUTER_PORT)
     parser.add_argument("--metrics-port", type=int, default=METRICS_PORT)
     parser.add_argument("--dashboard-port", type=int, default=DASHBOARD_PORT)
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, metavar="SECONDS")
@@ -207,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         return serve_config(
-            args.config, args.http_port, args.metrics_port, args.dashboard_port, args.ready_timeout
+            args.config,
+            args.http_port,
+            args.router_port,
+            args.metrics_port,
+            args.dashboard_port,
+            args.ready_timeout,
         )
     except ConfigError as error:
         say(f"==> {error}")

@@ -41,5 +41,15 @@ SERVE_ENV = {
 }
 
 
+def router_port_env(port: int) -> dict[str, str]:
+    """Serve's direct-ingress range narrowed to the one `port`: with one router replica per
+    node, that replica serves there and callers know where (`make serve`, `make bench`; the
+    router pods in k8s/ carry the same with 30000)."""
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+    }
+
+
 if __name__ == "__main__":
     print(" ".join(f"{key}={value}" for key, value in SERVE_ENV.items()))

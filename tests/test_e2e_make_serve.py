@@ -77,7 +77,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    ports = {"HTTP_PORT": free_port(), "METRICS_PORT": free_port(), "DASHBOARD_PORT": free_port()}
+    ports = {
+        name: free_port() for name in ("HTTP_PORT", "ROUTER_PORT", "METRICS_PORT", "DASHBOARD_PORT")
+    }
     process = subprocess.Popen(
         ["make", "--no-print-directory", "serve", *(f"{k}={v}" for k, v in ports.items())],
         cwd=ROOT,
@@ -123,6 +125,23 @@ def test_the_ready_block_names_the_api_metrics_and_dashboard(served):
     dashboard = served.ready["dashboard"].split()[0]
     assert dashboard == f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
     assert httpx.get(dashboard, timeout=10).status_code == 200
+
+
+def test_the_router_answers_on_its_own_port(served):
+    """The ready block's second way in: the router replica's own port (Serve's direct
+    ingress), the one the router pods serve on in k8s/."""
+    router = served.ready["router"].split()[0]
+    assert router == f"http://localhost:{served.ports['ROUTER_PORT']}/v1"
+    client = openai.OpenAI(base_url=router, api_key="unused")
+    stream = client.chat.completions.create(
+        model="athene-v2-chat",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage]
+    assert usage and usage[0].completion_tokens == 4
 
 
 def test_the_suggested_curl_gets_a_chat_answer(served):
@@ -171,7 +190,8 @@ def test_ctrl_c_stops_serve_and_ray(served):
     os.killpg(process.pid, signal.SIGINT)
     lines = served.console.rest(STOP_TIMEOUT_S)
     assert any(x.startswith("==> stopping Serve and Ray") for x in lines), lines[-20:]
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{served.ports['HTTP_PORT']}/ready", timeout=5)
+    for port in ("HTTP_PORT", "ROUTER_PORT"):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{served.ports[port]}/ready", timeout=5)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{served.ports['METRICS_PORT']}/metrics", timeout=5)

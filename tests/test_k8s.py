@@ -1,8 +1,9 @@
 """Static checks of k8s/: every kustomize overlay renders with a current kubectl, every object
 validates (RayService against the KubeRay v1.7.0 CRD, built-in kinds against Kubernetes'
 schemas), and the relations whose violation would be an outage, not a lint, hold: GPU
-groups that can hold their replicas, accelerator resources the autoscaler can provide,
-nothing but Serve's port exposed, hardened containers, and a serveConfigV2 that is exactly
+groups that can hold their replicas, accelerator resources the autoscaler can provide, the
+callers' way in (router pods, the one direct-ingress port, their probes and Service),
+none of Ray's own ports exposed, hardened containers, and a serveConfigV2 that is exactly
 what serve_config.yaml generates. No cluster needed."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -311,7 +313,7 @@ def test_only_the_serve_port_is_exposed(overlay: str) -> None:
             for rule in doc["spec"]["rules"]:
                 for path in rule["http"]["paths"]:
                     backend = path["backend"]["service"]
-                    assert backend["name"] == service["spec"]["serveService"]["metadata"]["name"]
+                    assert backend["name"] == ROUTER_SERVICE
                     exposed.append((doc["metadata"]["name"], backend["port"].get("number")))
     bad = [(name, port) for name, port in exposed if port in RAY_INTERNAL_PORTS]
     assert not bad, f"Ray's internal ports exposed: {bad}"
@@ -372,51 +374,275 @@ def test_cluster_settings_for_72b_serving(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_ray_pod_runs_serve_in_the_measured_mode(overlay: str) -> None:
     """Serve reads its throughput settings when each Ray process starts: a pod without them
-    would run the slower default path, or an ingress that lets go of disconnects (HAProxy)."""
+    would run the slower default path, or an ingress that lets go of disconnects (HAProxy).
+    Every pod carries the head's Serve settings, the direct-ingress pins included (the head's
+    controller is what reads those; a pod that disagreed would only mislead a reader)."""
     cluster = rayservice(overlay)["spec"]["rayClusterConfig"]
     groups = {"head": cluster["headGroupSpec"]} | worker_groups(rayservice(overlay))
+    head = serve_settings(ray_container(cluster["headGroupSpec"]))
     for name, group in groups.items():
-        container = group["template"]["spec"]["containers"][0]
-        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        env = container_env(ray_container(group))
         assert {key: env.get(key) for key in SERVE_ENV} == SERVE_ENV, name
+        assert serve_settings(ray_container(group)) == head, (
+            f"{name}: Serve settings not the head's"
+        )
 
 
 def serve_constants(env: dict[str, str | None], *names: str) -> dict[str, Any]:
     """Ray Serve's own reading of a pod's environment: its constants module, imported in a
     process with that environment (throughput mode, for one, turns other settings on)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    given = {k: v for k, v in env.items() if v is not None}
+    return dict(_serve_constants(tuple(sorted((clean | given).items())), names))
+
+
+@cache
+def _serve_constants(env: tuple[tuple[str, str], ...], names: tuple[str, ...]) -> tuple:
     code = (
         "import json; from ray.serve._private import constants as c; "
         f"print(json.dumps({{n: getattr(c, n) for n in {list(names)!r}}}))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=clean | {k: v for k, v in env.items() if v is not None},
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], env=dict(env), capture_output=True, text=True, check=True
     )
-    return json.loads(result.stdout.splitlines()[-1])
+    return tuple(json.loads(result.stdout.splitlines()[-1]).items())
+
+
+# ---- the way in: router pods, their port, their Service ---------------------------------
+#
+# Serve's direct ingress is on: each router replica serves HTTP itself, on a port Serve's
+# controller (on the head) hands out from [MIN_HTTP_PORT, MAX_HTTP_PORT) of its node
+# (ray/serve/_private/node_port_manager.py). Without HAProxy Serve then runs one proxy, on
+# the head only, whatever proxy_location says (controller.py, ServeController.__init__).
+# Callers reach the routers through their own Service; KubeRay's Serve Service reaches the
+# head's proxy only.
+
+ROUTER_SERVICE = "athene-router"
+DIRECT_INGRESS = (
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS",
+    "RAY_SERVE_ENABLE_HA_PROXY",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT",
+    "RAY_SERVE_PORT_QUARANTINE_S",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+)
+# KubeRay's Serve port (utils.DefaultServingPort, ServingPortName): its readiness probe for
+# RayService workers requires a Serve proxy there (common/pod.go initLivenessAndReadinessProbe).
+KUBERAY_SERVE_PORT, KUBERAY_SERVE_PORT_NAME = 8000, "serve"
+
+
+def ray_container(group: Doc) -> Doc:
+    return group["template"]["spec"]["containers"][0]
+
+
+def container_env(container: Doc) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def serve_settings(container: Doc) -> dict[str, str | None]:
+    return {k: v for k, v in container_env(container).items() if k.startswith("RAY_SERVE_")}
+
+
+def container_port(container: Doc, port: int | str) -> int:
+    """A Service's, probe's or policy's port (a number or a container port's name) on a
+    container; a name the container does not declare fails."""
+    if isinstance(port, int):
+        return port
+    numbers = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert numbers, f"container {container['name']} declares no port named {port!r}"
+    return numbers[0]
+
+
+def router_group(service: Doc) -> tuple[str, Doc]:
+    """The worker group that holds the router replicas: the one declaring the custom
+    resources the serve config's router asks for (any group, when it asks for none)."""
+    wanted = app_config(service).router.resources
+    groups = worker_groups(service)
+    names = [n for n, g in groups.items() if wanted.keys() <= declared_resources(g).keys()]
+    assert len(names) == 1, f"router replicas may land on the worker groups {names}"
+    return names[0], groups[names[0]]
+
+
+def pod_labels(service: Doc, group: Doc, name: str | None) -> dict[str, str]:
+    """The labels KubeRay gives a group's pods (name None: the head's): the template's plus
+    its own, of which ray.io/group, node-type and cluster cannot be overridden (common/pod.go
+    labelPod); the cluster's name is generated, a placeholder here."""
+    labels = dict(group["template"].get("metadata", {}).get("labels", {}))
+    return labels | {
+        "ray.io/cluster": f"{service['metadata']['name']}-xxxxx",
+        "ray.io/group": name or "headgroup",
+        "ray.io/node-type": "worker" if name else "head",
+        "ray.io/is-ray-node": "yes",
+    }
+
+
+def callers_service(overlay: str) -> Doc:
+    docs = render(overlay)
+    (found,) = [
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == ROUTER_SERVICE
+    ]
+    return found
+
+
+def callers_target(overlay: str) -> int:
+    """The router pods' port number the callers' Service sends to."""
+    (port,) = callers_service(overlay)["spec"]["ports"]
+    _, group = router_group(rayservice(overlay))
+    return container_port(ray_container(group), port["targetPort"])
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as KubeRay's annotation takes it ("45m", "1h30m", "900s") or seconds."""
+    if duration.isdigit():
+        return float(duration)
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"([0-9.]+)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_serve_service_selects_pods_that_run_a_proxy(overlay: str) -> None:
-    """KubeRay's Serve Service sends to the pods whose Serve proxy is healthy, minus the head
-    when `excludeHeadPodFromServeSvc`. Serve decides where proxies run from the pods'
-    environment: with direct ingress on and no HAProxy it runs a single proxy, on the head
-    only, whatever proxy_location says (ray/serve/_private/controller.py, ServeController
-    __init__). Excluding the head then leaves the Service, and every frontend, nothing."""
+def test_each_router_replica_gets_a_router_pod_of_its_own(overlay: str) -> None:
+    """Only one worker group offers the custom resource the router asks for, once per pod:
+    a router cannot land on the head or a GPU pod, two cannot share a pod (and its one
+    port), and the group has a pod for every router."""
     service = rayservice(overlay)
-    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
-    env = {e["name"]: e.get("value") for e in head["containers"][0].get("env", [])}
-    serve = serve_constants(env, "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
-    proxies_on_head_only = (
-        serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"] and not (serve["RAY_SERVE_ENABLE_HA_PROXY"])
-    )
-    proxy_location = yaml.safe_load(service["spec"]["serveConfigV2"]).get("proxy_location")
-    if service["spec"].get("excludeHeadPodFromServeSvc"):
-        assert not proxies_on_head_only, f"{overlay}: Serve runs its proxy on the excluded head"
-        assert proxy_location in (None, "EveryNode"), f"{overlay}: {proxy_location}"
+    router = app_config(service).router
+    assert router.resources, "the router asks for no custom resource: Serve may place it anywhere"
+    name, group = router_group(service)
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert not router.resources.keys() & declared_resources(head).keys(), "the head offers it"
+    offered = declared_resources(group)
+    per_pod = min(offered[key] // amount for key, amount in router.resources.items())
+    assert per_pod == 1, f"a {name} pod holds {per_pod:g} routers, and has one port for them"
+    assert gpus_per_pod(group) == 0, f"{name}: routers would take a GPU pod"
+    assert group["minReplicas"] >= router.num_replicas, f"{name}: fewer pods than routers"
+    assert group["maxReplicas"] >= group["minReplicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_router_pods_serve_on_the_one_port_the_callers_service_targets(overlay: str) -> None:
+    """Serve's own reading of the head's environment (its controller hands out the ports) and
+    of the router pods' (where the routers run): direct ingress on, no HAProxy, a range of
+    exactly the callers' target port, and no quarantine, so a router restarted on its pod
+    gets that port back at once instead of none."""
+    service = rayservice(overlay)
+    target = callers_target(overlay)
+    name, group = router_group(service)
+    head = ray_container(service["spec"]["rayClusterConfig"]["headGroupSpec"])
+    for where, container in (("head", head), (name, ray_container(group))):
+        serve = serve_constants(container_env(container), *DIRECT_INGRESS)
+        assert serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"], where
+        assert not serve["RAY_SERVE_ENABLE_HA_PROXY"], where
+        ports = (
+            serve["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+            serve["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+        )
+        assert ports == (target, target + 1), f"{where}: range {ports}, callers go to {target}"
+        assert serve["RAY_SERVE_PORT_QUARANTINE_S"] == 0, where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_router_pods_are_ready_only_while_their_router_serves(overlay: str) -> None:
+    """Readiness is the router replica's /-/healthz on the callers' port (503 from the moment
+    it drains, which Serve holds open long enough for two failed probes), after a startup
+    probe on the router's /ready (its cluster's engines run) that outlasts the cluster's
+    initializing timeout."""
+    service = rayservice(overlay)
+    target = callers_target(overlay)
+    name, group = router_group(service)
+    container = ray_container(group)
+    readiness, startup = container["readinessProbe"], container["startupProbe"]
+    for probe, path in ((readiness, "/-/healthz"), (startup, "/ready")):
+        assert probe["httpGet"]["path"] == path, name
+        assert container_port(container, probe["httpGet"]["port"]) == target, name
+    draining = serve_constants(container_env(container), *DIRECT_INGRESS)[
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+    ]
+    noticed = readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert noticed < draining, f"{name}: a draining router leaves the Service after {noticed} s"
+    timeout = seconds(service["metadata"]["annotations"]["ray.io/initializing-timeout"])
+    window = startup["periodSeconds"] * startup["failureThreshold"]
+    assert window > timeout, f"{name}: a router waiting for its engines is restarted at {window} s"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_callers_reach_exactly_the_router_pods(overlay: str) -> None:
+    """The callers' Service selects the router group's pods and no other pod, of any cluster
+    of the RayService (a selector on the generated cluster name could not be written: during
+    a NewCluster upgrade both clusters' Ready routers serve); every Ingress sends to it, and
+    the NetworkPolicies let the ingress controller reach the target port."""
+    service = rayservice(overlay)
+    cluster = service["spec"]["rayClusterConfig"]
+    name, group = router_group(service)
+    selector = callers_service(overlay)["spec"]["selector"]
+    assert "ray.io/cluster" not in selector
+
+    def selected(labels: dict[str, str]) -> bool:
+        return all(labels.get(key) == value for key, value in selector.items())
+
+    assert selected(pod_labels(service, group, name)), f"{ROUTER_SERVICE} misses the {name} pods"
+    others = {"head": pod_labels(service, cluster["headGroupSpec"], None)}
+    others |= {n: pod_labels(service, g, n) for n, g in worker_groups(service).items() if n != name}
+    wrong = [other for other, labels in others.items() if selected(labels)]
+    assert not wrong, f"{ROUTER_SERVICE} also selects the {wrong} pods"
+
+    docs = render(overlay)
+    ports = {p["port"] for p in callers_service(overlay)["spec"]["ports"]}
+    for ingress in [d for d in docs if d["kind"] == "Ingress"]:
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert (backend["name"], backend["port"]["number"] in ports) == (
+                    ROUTER_SERVICE,
+                    True,
+                )
+
+    # Some policy of the router pods admits a peer from outside the namespace (the ingress
+    # controller's) on the target port.
+    target = callers_target(overlay)
+    labels = pod_labels(service, group, name)
+    admitted = False
+    for policy in [d for d in docs if d["kind"] == "NetworkPolicy"]:
+        pods = policy["spec"]["podSelector"]
+        if pods.get("matchExpressions") or not all(
+            labels.get(key) == value for key, value in pods.get("matchLabels", {}).items()
+        ):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            outside = any("namespaceSelector" in peer for peer in rule.get("from", []))
+            container = ray_container(group)
+            ports = {container_port(container, port["port"]) for port in rule.get("ports", [])}
+            admitted |= outside and target in ports
+    assert admitted, f"no NetworkPolicy lets callers reach port {target} of the {name} pods"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kuberays_serve_service_reaches_only_the_heads_proxy(overlay: str) -> None:
+    """With direct ingress and no HAProxy the head runs Serve's only proxy. KubeRay's Serve
+    Service selects the head (while that proxy answers) and every Ready worker pod, so it
+    targets the port *name* `serve`, which only the head declares. And no worker group may
+    leave its readiness probe to KubeRay, whose probe for RayService workers requires a proxy
+    on :8000 that is not there: the pod would never be Ready (nor count for its PDB)."""
+    service = rayservice(overlay)
+    cluster = service["spec"]["rayClusterConfig"]
+    head = ray_container(cluster["headGroupSpec"])
+    serve = serve_constants(container_env(head), *DIRECT_INGRESS)
+    assert serve["RAY_SERVE_ENABLE_DIRECT_INGRESS"] and not serve["RAY_SERVE_ENABLE_HA_PROXY"]
+    assert service["spec"].get("excludeHeadPodFromServeSvc") is False, "the head holds the proxy"
+    assert container_port(head, KUBERAY_SERVE_PORT_NAME) == KUBERAY_SERVE_PORT
+    targets = {p.get("targetPort") for p in service["spec"]["serveService"]["spec"]["ports"]}
+    assert targets == {KUBERAY_SERVE_PORT_NAME}, f"athene-serve targets {targets}"
+    for name, group in worker_groups(service).items():
+        container = ray_container(group)
+        declared = {(p.get("name"), p["containerPort"]) for p in container.get("ports", [])}
+        assert not {n for n, _ in declared} & {KUBERAY_SERVE_PORT_NAME}, f"{name}: a serve port"
+        probe = container.get("readinessProbe")
+        assert probe, f"{name}: KubeRay would inject its readiness probe on :8000"
+        get = probe.get("httpGet")
+        command = " ".join(probe.get("exec", {}).get("command", []))
+        port = container_port(container, get["port"]) if get else None
+        assert port != KUBERAY_SERVE_PORT and str(KUBERAY_SERVE_PORT) not in command, name
 
 
 def test_every_hop_of_the_serve_settings_speaks_grpc() -> None:
@@ -446,7 +672,9 @@ def test_overlay_specifics() -> None:
     assert "secretKeyRef" in ha["redisPassword"]["valueFrom"]
     upgrade = rayservice("incremental-upgrade")["spec"]["upgradeStrategy"]
     assert upgrade["type"] == "NewClusterWithIncrementalUpgrade"
-    assert "Ingress" not in {d["kind"] for d in render("incremental-upgrade")}
+    # Callers keep the Ingress to the routers: KubeRay's Gateway route in this mode goes to
+    # per-cluster Serve Services on :8000, where under direct ingress only the head listens.
+    assert "Ingress" in {d["kind"] for d in render("incremental-upgrade")}
     dev = rayservice("dev-cpu")
     assert list(worker_groups(dev)) == ["cpu"]
     assert all(gpus_per_pod(g) == 0 for g in worker_groups(dev).values())
