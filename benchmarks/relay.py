@@ -4,13 +4,14 @@ On this machine the engine is the bottleneck (tens of tokens/s), so the router a
 proxy never see the rates a GPU replica streams (thousands of tokens/s). Here a **stand-in
 engine** takes the GPU engine's place, in this benchmark only: an engine deployment that
 streams deltas on a schedule, S streams at T ms per token, as a TP replica's steps would
-(every stream gets a token each step). The real router and Serve's proxy relay them, as in
-production, to a light client (asyncio sockets, no HTTP library) that timestamps each event;
-the stand-in sends its chunks as the engine replica does, through the router's chunk channel
-(serve_app.chunk_channel). Beside it, at each rate: `per-message`, the same router with the
-channel off (one Serve message per chunk); the floor, Serve's per-message hops with a
-pass-through ingress in the router's place (Serve's own cost per token); and `direct`, the
-router reached at its replica's own port (Serve's direct ingress), without the proxy hop.
+(every stream gets a token each step). The real router relays them to a light client
+(asyncio sockets, no HTTP library) that timestamps each event; the stand-in sends its chunks
+as the engine replica does, through the router's chunk channel (serve_app.chunk_channel).
+The graphs, side by side at each rate: `direct`, the router reached at its replica's own
+port (Serve's direct ingress: the way in on Kubernetes); `router`, the same router through
+Serve's proxy (the way in of `serve run`'s :8000); `per-message`, that with the channel off
+(one Serve message per chunk); the floor, Serve's per-message hops with a pass-through
+ingress in the router's place (Serve's own cost per token).
 
 For rising rates it reports, per graph: tokens/s delivered; CPU-seconds per 1,000 tokens in
 the proxy, ingress (router or pass-through) and stand-in processes (psutil); the latency each
