@@ -42,11 +42,14 @@ def wait_ready(base_url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 def direct_ingress_env() -> dict[str, str]:
     """Serve's direct-ingress ports moved from 30000 up to a free range: another stack on the
-    machine may hold 30000. Serve skips a port in use and tries the next."""
+    machine may hold 30000 (Serve skips a port in use and tries the next). And a router
+    replica that stops (an app deleted or redeployed) drains its requests but is not held
+    open 30 s more: that wait is for a load balancer to deregister it, and none is here."""
     low = free_port()
     return {
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(low),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(min(low + 100, 65535)),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
     }
 
 
