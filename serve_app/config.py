@@ -94,9 +94,9 @@ class RouterConfig(Strict):
     num_cpus: float = Field(0, ge=0)
     resources: dict[str, float] = Field(
         default_factory=dict,
-        description="custom Ray resources each replica holds; on Kubernetes {router: 1}, which "
-        "only the router node group's pods offer: one router per pod, owning the pod's "
-        "direct-ingress port (k8s/base/rayservice.yaml)",
+        description="custom Ray resources each replica holds; on Kubernetes {router: 1} "
+        "(serve_app/kube.py adds it), which only the router node group's pods offer: one "
+        "router per pod, owning the pod's direct-ingress port (k8s/base/rayservice.yaml)",
     )
     request_timeout_s: float = Field(
         900, gt=0, description="a request still unfinished after this is aborted: 504"

@@ -16,10 +16,10 @@ SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # Throughput mode's "direct ingress": each router replica serves HTTP itself, on a port of
     # its own (30000 up), so a request skips Serve's proxy and the call back to it for the
-    # body: 6 ms less TTFT on this machine (docs/performance.md). Without HAProxy Serve then
-    # runs one proxy, on the head only (a way in for `serve run`'s :8000 and KubeRay's
-    # health checks); on Kubernetes the callers reach the routers' own port through a
-    # Service of the router node group (k8s/base/rayservice.yaml).
+    # body: 4-5 ms less TTFT at concurrency 1 in `make bench` (docs/performance.md). Without
+    # HAProxy Serve then runs one proxy, on the head only (a way in for `serve run`'s :8000
+    # and KubeRay's health checks); on Kubernetes the callers reach the routers' own port
+    # through a Service of the router node group (k8s/base/rayservice.yaml).
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     # The proxy's calls to the router over gRPC too. Throughput mode turns gRPC on for handle
     # calls but reads this one before it does, so the proxy stayed on Ray actor calls: about
