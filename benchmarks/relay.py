@@ -171,15 +171,6 @@ def processes(graph: str) -> dict[str, psutil.Process]:
     return found
 
 
-def direct_ingress_port(replica: psutil.Process) -> int:
-    """The HTTP port Serve's direct ingress opened in the ingress replica (30000 up)."""
-    return min(
-        c.laddr.port
-        for c in replica.net_connections(kind="tcp")
-        if c.status == psutil.CONN_LISTEN and 30000 <= c.laddr.port < 31000
-    )
-
-
 def cpu_seconds(found: dict[str, psutil.Process]) -> dict[str, float]:
     return {role: sum(p.cpu_times()[:2]) for role, p in found.items()}
 
@@ -189,8 +180,6 @@ async def level(
 ) -> dict[str, Any]:
     max_tokens = int(seconds * 1000 / step_ms)
     found = processes(graph)
-    if graph == "direct":
-        port = direct_ingress_port(found["ingress"])
     before, started = cpu_seconds(found), time.perf_counter()
     results = await asyncio.gather(
         *(stream(port, GRAPHS[graph][1], max_tokens) for _ in range(streams))
@@ -240,9 +229,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from loadtest.local_stack import free_port
+    from loadtest.local_stack import direct_ingress_env, free_port, router_port
 
-    os.environ.update(SERVE_ENV)
+    os.environ.update(SERVE_ENV | direct_ingress_env())
     os.environ.update(setting.split("=", 1) for setting in args.serve_env)
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -266,9 +255,11 @@ def main() -> None:
         }
         for app in {GRAPHS[graph][0] for graph in args.graphs}:
             serve.run(apps[app], name=app, route_prefix=GRAPHS[app][1] or "/")
+        # `direct` goes to the router replica's own port, the others through the proxy.
+        ports = {g: router_port(GRAPHS[g][0]) if g == "direct" else port for g in args.graphs}
         # Side by side: at each rate, one graph after the other.
         rows = [
-            asyncio.run(level(port, graph, streams, args.step_ms, args.seconds))
+            asyncio.run(level(ports[graph], graph, streams, args.step_ms, args.seconds))
             for streams in args.streams
             for graph in args.graphs
         ]

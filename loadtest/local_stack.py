@@ -53,9 +53,9 @@ def direct_ingress_env() -> dict[str, str]:
     }
 
 
-def router_url(app_name: str, timeout_s: float = 60) -> str:
-    """Where the app's router replica serves HTTP itself (Serve's direct ingress), once it does:
-    the way in that skips Serve's proxy, as callers on Kubernetes take it."""
+def router_port(app_name: str, timeout_s: float = 60) -> int:
+    """The port on which the app's router replica serves HTTP itself (Serve's direct ingress),
+    once it does: the way in that skips Serve's proxy, as callers on Kubernetes take it."""
     import ray
     from ray.serve._private.common import RequestProtocol
     from ray.serve.context import _get_global_client
@@ -72,9 +72,13 @@ def router_url(app_name: str, timeout_s: float = 60) -> str:
             for target in group.targets
         ]
         if len(ports) == 1:
-            return f"http://127.0.0.1:{ports[0]}"
+            return ports[0]
         time.sleep(0.5)
     raise TimeoutError(f"{app_name}'s router had no port of its own within {timeout_s} s")
+
+
+def router_url(app_name: str) -> str:
+    return f"http://127.0.0.1:{router_port(app_name)}"
 
 
 @contextmanager
