@@ -1,4 +1,4 @@
-"""Ray Serve's process-level settings this project runs with.
+"""Ray's and Ray Serve's process-level settings this project runs with.
 
 Ray reads them from the environment when its processes start (controller, proxies, replicas),
 so they cannot live in the serve config. `make serve` and `make bench` take them from here
@@ -38,6 +38,12 @@ SERVE_ENV = {
     # Its work (autoscaling decisions, replica states, long-poll pushes) acts on 10 s health
     # checks and seconds-long metric windows.
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    # Ray starts its worker processes at nice 15, and with them everything this project runs
+    # in them: the router, the engine replica, and vLLM's scheduler and GPU/CPU worker that it
+    # spawns. Ray's own daemons (GCS, raylet, dashboard and its agent) and anything else on the
+    # host stay at 0, so each of their wake-ups took the engine's turn, and vLLM's own server
+    # (at 0) had no such handicap. Here the serving processes are the point of the host.
+    "RAY_worker_niceness": "0",
 }
 
 
