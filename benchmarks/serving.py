@@ -21,6 +21,7 @@ import atexit
 import functools
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -130,25 +131,36 @@ def warm_up(port: int) -> None:
     response.raise_for_status()
 
 
+def cpu_seconds(server: psutil.Process) -> dict[psutil.Process, tuple[str, float]]:
+    """CPU seconds (user + system) so far of each process of a server's tree, by program."""
+    found = {}
+    for member in (server, *server.children(recursive=True)):
+        with suppress(psutil.Error):  # it exited: left out
+            found[member] = (_label(member.cmdline()), sum(member.cpu_times()[:2]))
+    return found
+
+
+def cpu_spent(
+    before: dict[psutil.Process, tuple[str, float]], after: dict[psutil.Process, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each program used between two `cpu_seconds` readings, largest first (a
+    process started or gone in between is left out)."""
+    spent: dict[str, float] = {}
+    for member in before.keys() & after.keys():
+        name, seconds = after[member]
+        spent[name] = spent.get(name, 0.0) + seconds - before[member][1]
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
+
+
 def idle_cpu(server: psutil.Process, seconds: float) -> dict[str, float]:
     """Percent of one core each process of a warm server's tree uses while no request comes:
     what a server's background takes from an engine that shares the host's cores."""
-
-    def used() -> dict[psutil.Process, tuple[str, float]]:
-        found = {}
-        for member in (server, *server.children(recursive=True)):
-            with suppress(psutil.Error):  # it exited: left out
-                found[member] = (_label(member.cmdline()), sum(member.cpu_times()[:2]))
-        return found
-
-    before = used()
+    before = cpu_seconds(server)
     time.sleep(seconds)
-    after = used()
-    shares: dict[str, float] = {}
-    for member in before.keys() & after.keys():
-        name, spent = after[member]
-        shares[name] = shares.get(name, 0.0) + 100 * (spent - before[member][1]) / seconds
-    return dict(sorted(shares.items(), key=lambda item: -item[1]))
+    return {
+        name: 100 * spent / seconds
+        for name, spent in cpu_spent(before, cpu_seconds(server)).items()
+    }
 
 
 def _label(cmdline: list[str]) -> str:
@@ -282,6 +294,7 @@ def dataset_args(dataset: str, args: argparse.Namespace) -> list[str]:
 
 def bench_serve(
     port: int,
+    server: psutil.Process,
     model_dir: Path,
     concurrency: int,
     seed: int,
@@ -289,8 +302,10 @@ def bench_serve(
     out: Path,
     dataset: str = "random",
 ) -> dict[str, Any]:
-    """One `vllm bench serve` run; returns its result JSON. Each pair of runs gets prompts of
-    its own `seed`: repeated prompts would hit the prefix cache of the server that stays up."""
+    """One `vllm bench serve` run; returns its result JSON, with the CPU each program of the
+    `server`'s tree and the client spent per output token (ms; `cpu_ms_per_token`). Each pair
+    of runs gets prompts of its own `seed`: repeated prompts would hit the prefix cache of the
+    server that stays up."""
     _, config = load_serve_config(CONFIG)
     command = [
         sys.executable,
@@ -327,8 +342,19 @@ def bench_serve(
         out.name,
         "--disable-tqdm",
     ]
+    before, client_before = cpu_seconds(server), _children_cpu()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
-    return json.loads(out.read_text())
+    spent = cpu_spent(before, cpu_seconds(server)) | {"client": _children_cpu() - client_before}
+    result = json.loads(out.read_text())
+    tokens = max(result["total_output_tokens"], 1)
+    result["cpu_ms_per_token"] = {name: 1000 * s / tokens for name, s in spent.items()}
+    return result
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children: the clients run so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def locust_run(port: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -480,6 +506,7 @@ def row(
         "round": round_,
         "failed": result.get("failed", 0),
         **{key: result[key] for key in FIGURES},
+        "cpu_ms_per_token": result.get("cpu_ms_per_token", {}),
     }
 
 
@@ -513,6 +540,31 @@ def table(rows: list[dict[str, Any]], stacks: list[str], others: tuple[str, ...]
                     f"| {concurrency} | {bold}{stack} / {other}{bold} | "
                     + _ratios(ours, theirs, bold)
                 )
+    return "\n".join(lines)
+
+
+def cpu_lines(rows: list[dict[str, Any]]) -> str:
+    """CPU per output token during the runs, by program (medians over rounds): what each
+    server's processes, and the client, spent beside the engine's work on the same cores."""
+    lines = []
+    for client, concurrency, system in sorted(
+        {(r["client"], r["concurrency"], r["system"]) for r in rows if r.get("cpu_ms_per_token")}
+    ):
+        runs = [
+            r["cpu_ms_per_token"]
+            for r in rows
+            if (r["client"], r["concurrency"], r["system"]) == (client, concurrency, system)
+        ]
+        medians = {
+            name: statistics.median(run.get(name, 0.0) for run in runs)
+            for name in {name for run in runs for name in run}
+        }
+        server = sum(ms for name, ms in medians.items() if name != "client")
+        top = sorted(medians.items(), key=lambda item: -item[1])[:6]
+        lines.append(
+            f"- {client.removeprefix('bench serve ')} c={concurrency} {system}: server "
+            f"{server:.2f} ms ({', '.join(f'{name} {ms:.2f}' for name, ms in top)})"
+        )
     return "\n".join(lines)
 
 
@@ -609,6 +661,7 @@ def main() -> None:
                             idle[label] = idle_cpu(stack, args.idle_seconds)
                             print("idle CPU, " + idle_line(label, idle[label]), flush=True)
                         pair = {name: stack_port, "vllm": vllm_port}
+                        servers = {name: stack, "vllm": vllm}
                         for dataset in args.datasets:
                             for concurrency in args.concurrency:
                                 # Alternate who goes first; both get the same fresh prompts.
@@ -619,7 +672,14 @@ def main() -> None:
                                         f"{dataset}-{system}-c{concurrency}-r{round_}-{name}.json"
                                     )
                                     result = bench_serve(
-                                        port, model_dir, concurrency, seed, args, out, dataset
+                                        port,
+                                        servers[system],
+                                        model_dir,
+                                        concurrency,
+                                        seed,
+                                        args,
+                                        out,
+                                        dataset,
                                     )
                                     rows.append(
                                         row(
@@ -660,6 +720,8 @@ def main() -> None:
             f"most {args.locust_users} in flight, {args.locust_seconds} s per run):\n\n"
             + table(by_locust, ["stack"], ("vllm",))
         )
+    served = [r for r in rows if r["client"].startswith("bench serve")]
+    text += "\n\nCPU per output token during the runs, ms, by program:\n\n" + cpu_lines(served)
     if idle:
         text += (
             f"\n\nCPU with no request, {args.idle_seconds:g} s after warm-up, by process:\n\n"

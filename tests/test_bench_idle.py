@@ -1,5 +1,6 @@
-"""`make bench`'s idle-CPU figure: it counts every process of a server's tree, children
-included, by program name (a Ray worker's title, not "python")."""
+"""`make bench`'s CPU figures (idle, and per output token during the runs): they count every
+process of a server's tree, children included, by program name (a Ray worker's title, not
+"python")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import psutil
 
-from benchmarks.serving import _label, idle_cpu
+from benchmarks.serving import _label, cpu_lines, idle_cpu
 
 # A parent that sleeps and one child that spins: the spinning child's CPU must show up under
 # its own name, though the process measured is the parent.
@@ -42,3 +43,21 @@ def test_programs_are_named_by_what_runs_not_by_the_interpreter():
         "dashboard.py"
     )
     assert _label(["python", "-m", "benchmarks.vllm_cli", "serve"]) == "benchmarks.vllm_cli"
+
+
+def test_cpu_per_token_is_the_median_over_rounds_and_the_server_total_leaves_the_client_out():
+    def run(round_: int, worker: float, router: float) -> dict:
+        cpu = {"VLLM::Worker": worker, "ray::ServeReplica:athene:router": router, "client": 9.0}
+        return {
+            "client": "bench serve random",
+            "concurrency": 16,
+            "system": "stack",
+            "round": round_,
+            "cpu_ms_per_token": cpu,
+        }
+
+    text = cpu_lines([run(0, 4.0, 0.5), run(1, 6.0, 0.25), run(2, 5.0, 1.0)])
+    assert text == (
+        "- random c=16 stack: server 5.50 ms "
+        "(client 9.00, VLLM::Worker 5.00, ray::ServeReplica:athene:router 0.50)"
+    )
