@@ -34,11 +34,15 @@ def stamps(chunk: EngineChunk) -> list[float]:
     return [float(stamp) for stamp in chunk.text.split()]
 
 
-def test_a_prompt_reader_gets_one_token_per_step_never_before_its_step():
+def test_a_prompt_reader_gets_every_step_in_order_never_before_its_step():
+    # How many steps share a chunk depends on how promptly this loop wakes (load, GC): the
+    # schedule is asserted, not the chunking; the slow reader's test below forces merging.
     taken = read(20, 0)
-    assert [chunk.num_tokens for _, chunk in taken] == [1] * 20
-    assert [chunk.finish_reason for _, chunk in taken] == [None] * 19 + ["length"]
+    assert sum(chunk.num_tokens for _, chunk in taken) == 20
+    assert [chunk.finish_reason for _, chunk in taken[:-1]] == [None] * (len(taken) - 1)
+    assert taken[-1][1].finish_reason == "length"
     made = [stamp for _, chunk in taken for stamp in stamps(chunk)]
+    assert len(made) == 20
     assert all(abs(b - a - STEP_MS / 1000) < 1e-5 for a, b in itertools.pairwise(made))
     assert all(at >= stamps(chunk)[-1] - 0.001 for at, chunk in taken)
 
