@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
+import ray
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -57,6 +58,7 @@ from serve_app.protocol import (
     StepByStepSwitch,
     ToolDefinition,
 )
+from serve_app.replica_watch import watch_running_replicas
 from serve_app.request_log import RequestLog, count_chunks
 from serve_app.responses_protocol import PARAMS_FROM_CHAT, ResponseObject, ResponsesRequest
 from serve_app.responses_writer import ResponsesWriter
@@ -74,8 +76,7 @@ logger = logging.getLogger("ray.serve")
 
 POLICY_HEADER = "X-Prompt-Policy"
 RETRY_AFTER_S = 1  # what a 503 at capacity tells clients to wait (OpenAI's SDKs honour it)
-STATUS_REFRESH_S = 2.0  # how often the router reads the engine replicas' states
-DOWN_CHECK_S = 0.5  # how often a request waiting for its first token checks them
+DOWN_CHECK_S = 0.5  # how often a request waiting for its first token checks its group is up
 
 # Probes stay open: Kubernetes and load balancers call them without a key.
 OPEN_PATHS = frozenset({"/health", "/ready"})
@@ -355,48 +356,24 @@ class Router:
         else:
             logger.warning("auth is OFF: no API keys configured, every caller is let in")
         self.started = int(time.time())
-        self._read_at = float("-inf")  # loop time of the last replica-state read
-        self._status_task = asyncio.get_running_loop().create_task(self._watch_replicas())
+        self._announced = False
+        self._replica_watch = watch_running_replicas(
+            engines, self._observe, f"router:{ray.get_runtime_context().get_actor_id()}"
+        )
 
-    async def _read_replicas(self) -> None:
-        """The running-replica count of each group, from Serve's controller."""
-        self._read_at = asyncio.get_running_loop().time()
-        try:
-            status = await asyncio.to_thread(serve.status)
-            for group, handle in self.balancer.handles.items():
-                # The engine's own application: a router may front another app's engines.
-                app_status = status.applications.get(handle.app_name)
-                deployment = app_status and app_status.deployments.get(handle.deployment_name)
-                if deployment is None:
-                    continue  # not listed while Serve rebuilds the app: keep the last view
-                self.balancer.observe(group, deployment.replica_states.get("RUNNING", 0))
-        except Exception:  # the controller may be restarting; keep the last view
-            logger.warning("could not read Serve status", exc_info=True)
-
-    async def _confirmed_down(self, group: str) -> bool:
-        """Whether the group is down, re-reading a view older than DOWN_CHECK_S first: a
-        replica may have come up since (as right after a deploy)."""
-        if self.balancer.down(group) and (
-            asyncio.get_running_loop().time() - self._read_at >= DOWN_CHECK_S
-        ):
-            await self._read_replicas()
-        return self.balancer.down(group)
-
-    async def _watch_replicas(self) -> None:
-        """Keeps the running-replica count of each group fresh, for routing and /ready."""
-        announced = False
-        while True:
-            await self._read_replicas()
-            if self.balancer.ready() and not announced:
-                announced = True
-                logger.info(
-                    "ready: every node group has a live engine replica. Try:\n  curl "
-                    "http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
-                    '-d \'{"model": "%s", "messages": [{"role": "user", "content": '
-                    '"Hello!"}]}\'',
-                    self.model_id,
-                )
-            await asyncio.sleep(STATUS_REFRESH_S)
+    def _observe(self, group: str, running: int) -> None:
+        """A group's running-replica count, as Serve's controller pushes it (routing, /ready,
+        the 503 of a group that died)."""
+        self.balancer.observe(group, running)
+        if self.balancer.ready() and not self._announced:
+            self._announced = True
+            logger.info(
+                "ready: every node group has a live engine replica. Try:\n  curl "
+                "http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
+                '-d \'{"model": "%s", "messages": [{"role": "user", "content": '
+                '"Hello!"}]}\'',
+                self.model_id,
+            )
 
     # --- probes and listing ------------------------------------------------------------
 
@@ -696,8 +673,8 @@ class Router:
     async def _first_while_up(self, chunks: AsyncIterator[EngineChunk], group: str) -> EngineChunk:
         """The engine's first chunk. If the group goes down meanwhile (its replica died and
         Serve holds the call for the replacement, which takes minutes for a 72B model), 503
-        within one status refresh instead of the wait. A request to a group scaling up from
-        zero waits for the cold start, up to the group's cold_start_timeout_s."""
+        within DOWN_CHECK_S of the controller saying so, instead of the wait. A request to a
+        group scaling up from zero waits for the cold start, up to its cold_start_timeout_s."""
         loop = asyncio.get_running_loop()
         cold_limit = self.balancer.cold_start_timeout[group]
         cold_until = (
@@ -751,7 +728,7 @@ class Router:
     async def _generate(
         self, engine_request: EngineRequest, group: str
     ) -> AsyncIterator[EngineChunk]:
-        if await self._confirmed_down(group):
+        if self.balancer.down(group):
             raise _unavailable(f"node group {group!r} has no running engine replica")
         self.balancer.in_flight[group] += 1
         handle = self.balancer.handles[group].options(stream=True)

@@ -71,6 +71,16 @@ def wait_for_replicas(app: str, count: int, within_s: float) -> None:
         time.sleep(0.5)
 
 
+def router_sees(url: str, count: int, within_s: float = 5) -> None:
+    """The router's view (/ready, pushed by Serve's controller) reaches `count` replicas."""
+    deadline = time.monotonic() + within_s
+    while (seen := httpx.get(f"{url}/ready", timeout=5).json()["running_replicas"]) != {
+        "cpu": count
+    }:
+        assert time.monotonic() < deadline, f"the router sees {seen}, not {count} replicas"
+        time.sleep(0.1)
+
+
 def test_the_first_request_after_idle_waits_for_the_cold_start_and_succeeds(stack):
     with scale_to_zero_app(stack, "zero", cold_start_timeout_s=60) as url:
         assert running_replicas("zero") == 0  # ready with no replica: nothing is held up
@@ -81,7 +91,9 @@ def test_the_first_request_after_idle_waits_for_the_cold_start_and_succeeds(stac
             assert answer.status_code == 200, (round_, answer.text)
             assert answer.json()["choices"][0]["message"]["content"] == "warm"
             assert waited >= START_S, f"{round_}: answered in {waited:.1f} s without a cold start"
+            router_sees(url, 1)  # the controller's change reaches the router at once
             wait_for_replicas("zero", 0, within_s=60)  # idle: Serve scales the group to zero
+            router_sees(url, 0)
 
 
 def test_past_its_cold_start_timeout_a_request_gets_503_with_retry_after(stack):
