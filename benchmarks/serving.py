@@ -543,6 +543,38 @@ def table(rows: list[dict[str, Any]], stacks: list[str], others: tuple[str, ...]
     return "\n".join(lines)
 
 
+def paired_lines(rows: list[dict[str, Any]], stacks: list[str]) -> str:
+    """Each round's two back-to-back runs as one ratio (and TTFT p50 difference), and their
+    median over rounds: the side-by-side comparison on a shared host, where a slow spell
+    that catches one server's run moves that round's ratio only. The table's ratio of
+    medians can instead set one server's slow round against the other's fast one."""
+    lines = []
+    for client, concurrency in sorted({(r["client"], r["concurrency"]) for r in rows}):
+        runs = {
+            (r["system"], r["round"]): r
+            for r in rows
+            if (r["client"], r["concurrency"]) == (client, concurrency)
+        }
+        for stack in stacks:
+            pairs = [
+                (ours, runs[("vllm", round_)])
+                for (system, round_), ours in sorted(runs.items(), key=lambda item: item[0][1])
+                if system == stack and ("vllm", round_) in runs
+            ]
+            if not pairs:
+                continue
+            ratios = [a["request_throughput"] / b["request_throughput"] for a, b in pairs]
+            ttft = [a["median_ttft_ms"] - b["median_ttft_ms"] for a, b in pairs]
+            lines.append(
+                f"- {client.removeprefix('bench serve ')} c={concurrency} {stack} / vllm: "
+                f"**{statistics.median(ratios):.3f}x** req/s "
+                f"({', '.join(f'{x:.3f}' for x in ratios)}), "
+                f"TTFT p50 **{statistics.median(ttft):+.1f} ms** "
+                f"({', '.join(f'{x:+.1f}' for x in ttft)})"
+            )
+    return "\n".join(lines)
+
+
 def cpu_lines(rows: list[dict[str, Any]]) -> str:
     """CPU per output token during the runs, by program (medians over rounds): what each
     server's processes, and the client, spent beside the engine's work on the same cores."""
@@ -721,6 +753,10 @@ def main() -> None:
             + table(by_locust, ["stack"], ("vllm",))
         )
     served = [r for r in rows if r["client"].startswith("bench serve")]
+    text += (
+        "\n\nSide by side in each round (stack / vLLM of the round's two runs; median, then "
+        "each round):\n\n" + paired_lines(served, list(stacks))
+    )
     text += "\n\nCPU per output token during the runs, ms, by program:\n\n" + cpu_lines(served)
     if idle:
         text += (

@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from benchmarks.serving import _label, cpu_lines, idle_cpu
+from benchmarks.serving import _label, cpu_lines, idle_cpu, paired_lines
 
 # A parent that sleeps and one child that spins: the spinning child's CPU must show up under
 # its own name, though the process measured is the parent.
@@ -60,4 +60,32 @@ def test_cpu_per_token_is_the_median_over_rounds_and_the_server_total_leaves_the
     assert text == (
         "- random c=16 stack: server 5.50 ms "
         "(client 9.00, VLLM::Worker 5.00, ray::ServeReplica:athene:router 0.50)"
+    )
+
+
+def test_each_round_is_compared_with_its_own_vllm_run_and_the_median_taken():
+    def run(system: str, round_: int, rps: float, ttft: float) -> dict:
+        return {
+            "client": "bench serve random",
+            "concurrency": 16,
+            "system": system,
+            "round": round_,
+            "request_throughput": rps,
+            "median_ttft_ms": ttft,
+        }
+
+    # vLLM slow in round 1, the stack slow in round 2: the medians of each system (1.0 and
+    # 1.0) would call it level; each round's pair says the stack was ahead in two of three.
+    rows = [
+        run("vllm", 0, 1.0, 30.0),
+        run("stack", 0, 1.1, 34.0),
+        run("vllm", 1, 0.8, 30.0),
+        run("stack", 1, 1.0, 31.0),
+        run("vllm", 2, 1.0, 30.0),
+        run("stack", 2, 0.8, 36.0),
+        run("bare", 0, 2.0, 1.0),
+    ]
+    assert paired_lines(rows, ["stack"]) == (
+        "- random c=16 stack / vllm: **1.100x** req/s (1.100, 1.250, 0.800), "
+        "TTFT p50 **+4.0 ms** (+4.0, +1.0, +6.0)"
     )
