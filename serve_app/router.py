@@ -361,6 +361,11 @@ class Router:
             engines, self._observe, f"router:{ray.get_runtime_context().get_actor_id()}"
         )
 
+    def __del__(self) -> None:  # Serve calls it on shutdown: a redeploy's old replica
+        watch = getattr(self, "_replica_watch", None)
+        if watch is not None:
+            watch.stop()
+
     def _observe(self, group: str, running: int) -> None:
         """A group's running-replica count, as Serve's controller pushes it (routing, /ready,
         the 503 of a group that died)."""
