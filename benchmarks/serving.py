@@ -556,11 +556,8 @@ def paired_lines(rows: list[dict[str, Any]], stacks: list[str]) -> str:
             if (r["client"], r["concurrency"]) == (client, concurrency)
         }
         for stack in stacks:
-            pairs = [
-                (ours, runs[("vllm", round_)])
-                for (system, round_), ours in sorted(runs.items(), key=lambda item: item[0][1])
-                if system == stack and ("vllm", round_) in runs
-            ]
+            rounds = sorted(r for system, r in runs if system == stack and ("vllm", r) in runs)
+            pairs = [(runs[(stack, r)], runs[("vllm", r)]) for r in rounds]
             if not pairs:
                 continue
             ratios = [a["request_throughput"] / b["request_throughput"] for a, b in pairs]
