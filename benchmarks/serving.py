@@ -511,9 +511,15 @@ def stack_variant(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def row(
-    client: str, system: str, concurrency: int, round_: int, result: dict[str, Any]
+    client: str,
+    system: str,
+    concurrency: int,
+    round_: int,
+    result: dict[str, Any],
+    beside: str | None = None,
 ) -> dict[str, Any]:
-    """One measured run: the figures of the table, printed as they come."""
+    """One measured run: the figures of the table, printed as they come. `beside` names the
+    contender whose round it was (vLLM's server runs once beside each of them)."""
     print(
         f"round {round_} {client} c={concurrency} {system}: "
         f"{result['request_throughput']:.2f} req/s, TTFT p50 {result['median_ttft_ms']:.1f} ms, "
@@ -525,6 +531,7 @@ def row(
         "system": system,
         "concurrency": concurrency,
         "round": round_,
+        "beside": beside,
         "failed": result.get("failed", 0),
         **{key: result[key] for key in FIGURES},
         "cpu_ms_per_token": result.get("cpu_ms_per_token", {}),
@@ -572,13 +579,17 @@ def paired_lines(rows: list[dict[str, Any]], stacks: list[str]) -> str:
     lines = []
     for client, concurrency in sorted({(r["client"], r["concurrency"]) for r in rows}):
         runs = {
-            (r["system"], r["round"]): r
+            (r["system"], r["round"], r["beside"]): r
             for r in rows
             if (r["client"], r["concurrency"]) == (client, concurrency)
         }
         for stack in stacks:
-            rounds = sorted(r for system, r in runs if system == stack and ("vllm", r) in runs)
-            pairs = [(runs[(stack, r)], runs[("vllm", r)]) for r in rounds]
+            rounds = sorted(r for system, r, _ in runs if system == stack)
+            pairs = [
+                (runs[(stack, r, stack)], runs[("vllm", r, stack)])
+                for r in rounds
+                if ("vllm", r, stack) in runs
+            ]
             if not pairs:
                 continue
             ratios = [a["request_throughput"] / b["request_throughput"] for a, b in pairs]
@@ -742,6 +753,7 @@ def main() -> None:
                                             concurrency,
                                             round_,
                                             result,
+                                            beside=name,
                                         )
                                     )
                         if args.locust_seconds and name == "stack":

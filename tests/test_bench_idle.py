@@ -70,6 +70,7 @@ def test_each_round_is_compared_with_its_own_vllm_run_and_the_median_taken():
             "concurrency": 16,
             "system": system,
             "round": round_,
+            "beside": None if system == "bare" else "stack",
             "request_throughput": rps,
             "median_ttft_ms": ttft,
         }
