@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from benchmarks.serving import _label, cpu_lines, idle_cpu, paired_lines
+from benchmarks.serving import CONTROL, _label, cpu_lines, idle_cpu, paired_lines
 
 # A parent that sleeps and one child that spins: the spinning child's CPU must show up under
 # its own name, though the process measured is the parent.
@@ -63,30 +63,47 @@ def test_cpu_per_token_is_the_median_over_rounds_and_the_server_total_leaves_the
     )
 
 
-def test_each_round_is_compared_with_its_own_vllm_run_and_the_median_taken():
-    def run(system: str, round_: int, rps: float, ttft: float) -> dict:
-        return {
-            "client": "bench serve random",
-            "concurrency": 16,
-            "system": system,
-            "round": round_,
-            "beside": None if system == "bare" else "stack",
-            "request_throughput": rps,
-            "median_ttft_ms": ttft,
-        }
+def _run(system: str, round_: int, rps: float, ttft: float, beside: str | None = "stack") -> dict:
+    """One `bench serve random` run at concurrency 16, as `make bench` records it."""
+    return {
+        "client": "bench serve random",
+        "concurrency": 16,
+        "system": system,
+        "round": round_,
+        "beside": beside,
+        "request_throughput": rps,
+        "median_ttft_ms": ttft,
+    }
 
+
+def test_each_round_is_compared_with_its_own_vllm_run_and_the_median_taken():
     # vLLM slow in round 1, the stack slow in round 2: the medians of each system (1.0 and
     # 1.0) would call it level; each round's pair says the stack was ahead in two of three.
     rows = [
-        run("vllm", 0, 1.0, 30.0),
-        run("stack", 0, 1.1, 34.0),
-        run("vllm", 1, 0.8, 30.0),
-        run("stack", 1, 1.0, 31.0),
-        run("vllm", 2, 1.0, 30.0),
-        run("stack", 2, 0.8, 36.0),
-        run("bare", 0, 2.0, 1.0),
+        _run("vllm", 0, 1.0, 30.0),
+        _run("stack", 0, 1.1, 34.0),
+        _run("vllm", 1, 0.8, 30.0),
+        _run("stack", 1, 1.0, 31.0),
+        _run("vllm", 2, 1.0, 30.0),
+        _run("stack", 2, 0.8, 36.0),
+        _run("bare", 0, 2.0, 1.0, beside=None),
     ]
     assert paired_lines(rows, ["stack"]) == (
         "- random c=16 stack / vllm: **1.100x** req/s (1.100, 1.250, 0.800), "
         "TTFT p50 **+4.0 ms** (+4.0, +1.0, +6.0)"
     )
+
+
+def test_each_contender_is_paired_with_the_vllm_run_beside_it_not_another():
+    # One round: vLLM's server runs beside the stack, then again beside the A/A control, and
+    # the host slowed down in between: each ratio must use its own vLLM run.
+    rows = [
+        _run("vllm", 0, 1.0, 30.0),
+        _run("stack", 0, 0.9, 34.0),
+        _run("vllm", 0, 0.5, 40.0, beside=CONTROL),
+        _run(CONTROL, 0, 0.6, 41.0, beside=CONTROL),
+    ]
+    assert paired_lines(rows, ["stack", CONTROL]).splitlines() == [
+        "- random c=16 stack / vllm: **0.900x** req/s (0.900), TTFT p50 **+4.0 ms** (+4.0)",
+        f"- random c=16 {CONTROL} / vllm: **1.200x** req/s (1.200), TTFT p50 **+1.0 ms** (+1.0)",
+    ]
