@@ -584,11 +584,11 @@ def paired_lines(rows: list[dict[str, Any]], stacks: list[str]) -> str:
             if (r["client"], r["concurrency"]) == (client, concurrency)
         }
         for stack in stacks:
-            rounds = sorted(r for system, r, _ in runs if system == stack)
+            # Rows come in the order they ran, so these pairs are in round order.
             pairs = [
-                (runs[(stack, r, stack)], runs[("vllm", r, stack)])
-                for r in rounds
-                if ("vllm", r, stack) in runs
+                (ours, runs[("vllm", r, stack)])
+                for (system, r, _), ours in runs.items()
+                if system == stack and ("vllm", r, stack) in runs
             ]
             if not pairs:
                 continue
@@ -788,8 +788,8 @@ def main() -> None:
         )
     served = [r for r in rows if r["client"].startswith("bench serve")]
     text += (
-        "\n\nSide by side in each round (the stack, or the control, / vLLM of the round's two runs; "
-        "median, then each round):\n\n" + paired_lines(served, list(stacks))
+        "\n\nSide by side in each round (each contender / the vLLM run beside it; median, "
+        "then each round):\n\n" + paired_lines(served, list(stacks))
     )
     text += "\n\nCPU per output token during the runs, ms, by program:\n\n" + cpu_lines(served)
     if idle:

@@ -167,11 +167,11 @@ def _validated(model: type[BaseModel], document: Any, path: str | Path) -> Any:
 
 def profile_from_bench(path: str | Path, base: ReplicaProfile) -> ReplicaProfile:
     """`base` with the latency table of `make bench`'s results.json: the stack's TTFT p50 and
-    TPOT p50 per concurrency, median over rounds."""
+    TPOT p50 per concurrency on the random prompts (fixed lengths), median over rounds."""
     try:
         by_level: dict[int, list[dict[str, Any]]] = {}
         for row in json.loads(Path(path).read_text())["rows"]:
-            if row["system"] == "stack" and row.get("client", "bench serve") == "bench serve":
+            if row["system"] == "stack" and row["client"] == "bench serve random":
                 by_level.setdefault(int(row["concurrency"]), []).append(row)
         table = [
             {

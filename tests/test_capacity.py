@@ -372,11 +372,12 @@ def test_shipped_profile_and_bench_results_load(tmp_path: Path):
     ttft, tpot = profile.at(20)
     assert 0.10 < ttft < 0.13 and 0.028 < tpot < 0.033
 
-    # `make bench`'s results.json rows: the stack's, per concurrency and round, beside
-    # vLLM's own server's and the Locust client's, which the profile must ignore.
+    # `make bench`'s results.json rows: the stack's on random prompts, per concurrency and
+    # round, beside vLLM's own server's, the ShareGPT runs and the Locust client's, which the
+    # profile must ignore.
     def row(system: str, concurrency: int, ttft_ms: float, tpot_ms: float, **more) -> dict:
         return {
-            "system": system, "concurrency": concurrency,
+            "client": "bench serve random", "system": system, "concurrency": concurrency,
             "median_ttft_ms": ttft_ms, "median_tpot_ms": tpot_ms, **more,
         }  # fmt: skip
 
@@ -388,6 +389,7 @@ def test_shipped_profile_and_bench_results_load(tmp_path: Path):
         row("stack", 4, 200, 40),
         row("vllm", 1, 1, 1),
         row("stack", 1, 1, 1, client="locust"),
+        row("stack", 1, 1, 1, client="bench serve sharegpt"),
     ]
     bench.write_text(json.dumps({"rows": rows}))
     measured = capacity.profile_from_bench(bench, profile)
