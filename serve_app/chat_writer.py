@@ -197,13 +197,19 @@ class ResponseWriter:
         )
 
     async def stream(self, chunks: AsyncIterator[EngineChunk]) -> AsyncIterator[str]:
-        """SSE events as OpenAI sends them; errors after the 200 travel as an event."""
+        """SSE events as OpenAI sends them; errors after the 200 travel as an event. The
+        opening role events leave in one write with the first delta's: the router starts
+        the answer once the first chunk is in hand, so they wait for nothing, and the first
+        token crosses the ASGI stack and the socket once instead of twice."""
         choices = self._choices()
-        for state in choices:
-            role = DeltaMessage(role="assistant", content="")
-            yield self._event([ChunkChoice(index=state.index, delta=role)], choices)
+        opening = "".join(
+            self._event([ChunkChoice(index=s.index, delta=_ROLE)], choices) for s in choices
+        )
         async for event in guarded(self._deltas(chunks, choices)):
-            yield event
+            yield opening + event
+            opening = ""
+        if opening:
+            yield opening
         if self.include_usage:
             yield self._event(
                 [], usage=token_usage(self.prompt_tokens, sum(s.tokens for s in choices))
@@ -268,6 +274,7 @@ def _delta_call(delta: CallDelta) -> DeltaToolCall:
 
 
 SSE_DONE = "data: [DONE]\n\n"
+_ROLE = DeltaMessage(role="assistant", content="")
 
 
 class TextEvents:

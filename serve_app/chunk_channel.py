@@ -10,11 +10,13 @@ stream woken by the step has put its chunks (the next pass of the event loop).
 
 The Serve call stays, and stays open until the stream ends: it picks the replica (load
 accounting, back pressure, the cache-aware request router) and cancelling it aborts the
-request in the engine. It carries the first chunk itself, so everything up to the first
-token (the engine's refusals with their status, TTFT) is as without the channel, then the
-channel's address; from there the chunks, the end of the stream and an engine failure
-(as its message) come in order through the channel. An engine that yields every chunk
-(a test's fake) is read as before.
+request in the engine. It carries only the channel's address, at once, so the router is
+connected while the engine computes the first token; every chunk, the first too, the end
+of the stream and an engine failure after the first chunk (as its message) come in order
+through the channel. An error before the first chunk (the engine's refusal, with its type
+and so its status) ends the call itself, and the router raises it for the stream: the
+first token crosses one TCP hop instead of a Serve message (0.7 ms on this machine). An
+engine that yields every chunk (a test's fake) is read as before.
 
 Frames are pickles of plain tuples, read with an unpickler that loads no class at all.
 """
@@ -146,22 +148,28 @@ class ChannelServer:
         self, request: EngineRequest, chunks: AsyncIterator[EngineChunk]
     ) -> AsyncIterator[EngineChunk | ChannelOpen]:
         """An engine's streaming call: the chunks themselves, or, when the router asked for
-        the channel, the first chunk, the channel's address, and the rest through it.
-        Returns once the last one is put, so Serve counts the request as ongoing until
-        then; a failure after the first chunk goes through the channel too, in order."""
+        the channel, the channel's address, then every chunk through it. Returns once the
+        last one is put, so Serve counts the request as ongoing until then; a failure after
+        the first chunk goes through the channel too, in order, one before it raises here."""
         router = request.channel
         if router is None or not request.stream:
             async for chunk in chunks:
                 yield chunk
             return
-        first = await anext(chunks, None)
-        if first is None:
-            return
-        yield first
-        yield await self.address()
+        # The engine takes the prompt before the address leaves (one pass of the event loop
+        # runs the task up to its wait for the first token): the Serve message then overlaps
+        # the first token's computation instead of going before it.
+        first = asyncio.ensure_future(anext(chunks, None))
         try:
-            async for chunk in chunks:
+            await asyncio.sleep(0)
+            yield await self.address()
+            chunk = await first  # a refusal raises here, and so through the call
+        finally:
+            first.cancel()  # the call was cancelled: so is the engine request (once done, a no-op)
+        try:
+            while chunk is not None:
                 self.put(router, request.request_id, chunk)
+                chunk = await anext(chunks, None)
         except Exception as error:
             if not isinstance(error, EngineUnavailableError):
                 logger.exception("engine stream %s failed", request.request_id)

@@ -39,9 +39,29 @@ def events(spec: OutputSpec, pieces: list[str], finish: str = "stop", **kwargs) 
     async def run() -> list[str]:
         return [e async for e in writer(spec, **kwargs).stream(_chunks(pieces, finish))]
 
-    raw = asyncio.run(run())
+    raw = split_events(asyncio.run(run()))
     assert raw[-1] == "data: [DONE]\n\n"
     return [json.loads(e.removeprefix("data: ")) for e in raw[:-1]]
+
+
+def split_events(writes: list[str]) -> list[str]:
+    """The SSE events of the writer's writes (one write may carry several)."""
+    return [f"{event}\n\n" for event in "".join(writes).split("\n\n") if event]
+
+
+def test_the_role_events_leave_with_the_first_delta_in_one_write():
+    async def run() -> list[str]:
+        return [e async for e in writer(OutputSpec(), n=2).stream(_chunks(["Hi", "!"]))]
+
+    writes = asyncio.run(run())
+    first = [json.loads(e.removeprefix("data: ")) for e in split_events(writes[:1])]
+    deltas = [c["choices"][0]["delta"] for c in first]
+    assert [(d.get("role"), d["content"]) for d in deltas] == [
+        ("assistant", ""),
+        ("assistant", ""),
+        (None, "Hi"),
+    ]
+    assert len(split_events(writes)) == len(writes) + 2  # the only write with more than one
 
 
 def test_auto_tools_stream_tool_call_deltas_without_markup():
@@ -130,7 +150,7 @@ def test_content_events_are_the_bytes_pydantic_writes(text):
 
         return [e async for e in writer(OutputSpec(), n=2).stream(source())]
 
-    raw = asyncio.run(run())
+    raw = split_events(asyncio.run(run()))
     expected = [
         "data: "
         + ChatCompletionChunk(

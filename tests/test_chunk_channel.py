@@ -85,48 +85,23 @@ def test_one_engine_step_leaves_as_one_frame_for_all_of_a_routers_streams() -> N
         reader, writer = await asyncio.open_connection(address.host, address.port)
         writer.write(encode("router-a"))
         step = asyncio.Event()
-        calls = [
-            engine_call(server, request(f"r{i}", "router-a"), ["x", "y"], step) for i in range(4)
-        ]
-        step.set()  # the first token of each comes through the call itself
-        for call in calls:
-            assert (await anext(call)).text == "x"
-        step.clear()
-        pumps = [asyncio.ensure_future(anext(call)) for call in calls]
-        for pump in pumps:  # each yields the channel's address
-            assert isinstance(await pump, ChannelOpen)
+        calls = [engine_call(server, request(f"r{i}", "router-a"), ["x"], step) for i in range(4)]
+        for call in calls:  # each call carries the channel's address, and only that
+            assert isinstance(await anext(call), ChannelOpen)
         pumps = [asyncio.ensure_future(anext(call, None)) for call in calls]
         await asyncio.sleep(0)  # each pump runs on to its wait for the step (no I/O on the way)
         step.set()  # one "engine step" wakes all four streams at once
         frames = [await asyncio.wait_for(read_frame(reader), 5)]
-        await asyncio.gather(*pumps)
+        assert await asyncio.gather(*pumps) == [None] * 4  # the calls end once all is put
         writer.close()
         return frames
 
     (frame,) = asyncio.run(run())
-    # Every stream's second chunk (y, the last) and its end marker, in one frame.
+    # Every stream's first chunk (x, the last) and its end marker, in one frame.
     assert sorted({rid for rid, _ in frame}) == ["r0", "r1", "r2", "r3"]
     for rid in ("r0", "r1", "r2", "r3"):
         entries = [entry for r, entry in frame if r == rid]
-        assert [e and e[1] for e in entries] == ["y", None]
-
-
-def test_chunks_put_before_the_router_connects_are_delivered() -> None:
-    async def run() -> list[str]:
-        server, client = ChannelServer("127.0.0.1"), ChannelClient()
-        client.expect("r")
-        # The engine finishes the whole stream before the router has even read the address.
-        made = [
-            item async for item in engine_call(server, request("r", client.router_id), ["a", "b"])
-        ]
-
-        async def replay() -> AsyncIterator[Any]:
-            for item in made:
-                yield item
-
-        return await asyncio.wait_for(read_all(client, "r", replay()), 5)
-
-    assert asyncio.run(run()) == ["a", "b"]
+        assert [e and e[1] for e in entries] == ["x", None]
 
 
 @pytest.mark.parametrize("failure", [EngineUnavailableError("engine died"), KeyError("bug")])
@@ -154,8 +129,9 @@ def test_the_engine_calls_own_error_after_the_switch_ends_the_stream() -> None:
         address = await server.address()
 
         async def call() -> AsyncIterator[Any]:  # Serve fails the call: the replica died
-            yield chunk("a")
             yield address
+            server.put(client.router_id, "r", chunk("a"))
+            await asyncio.sleep(0.05)  # the chunk's frame leaves and arrives first
             raise ConnectionError("replica died")
 
         seen: list[str] = []
@@ -167,19 +143,34 @@ def test_the_engine_calls_own_error_after_the_switch_ends_the_stream() -> None:
     assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a"]
 
 
+def test_a_refusal_before_the_first_chunk_reaches_the_stream_with_its_type() -> None:
+    class RefusedError(Exception):
+        pass
+
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        call = engine_call(server, request("r", client.router_id), [], fail=RefusedError("n=0"))
+        with pytest.raises(RefusedError, match="n=0"):
+            return await read_all(client, "r", call)
+
+    asyncio.run(asyncio.wait_for(run(), 5))
+
+
 def test_a_lost_connection_fails_the_open_streams() -> None:
     async def run() -> None:
         server, client = ChannelServer("127.0.0.1"), ChannelClient()
         client.expect("r")
-        step = asyncio.Event()  # set for the first token, then never again
-        step.set()
-        call = engine_call(server, request("r", client.router_id), ["a", "b"], step)
-        stream = client.chunks("r", call)
+        address = await server.address()
+
+        async def call() -> AsyncIterator[Any]:  # one chunk, then an engine that goes quiet
+            yield address
+            server.put(client.router_id, "r", chunk("a"))
+            await asyncio.Event().wait()
+
+        stream = client.chunks("r", call())
         assert (await anext(stream)).text == "a"
-        step.clear()
         waiting = asyncio.ensure_future(anext(stream))
-        while not server._writers:  # the router has connected and named itself
-            await asyncio.sleep(0.01)
         for writer in list(server._writers.values()):
             writer.transport.abort()  # the engine replica's side goes away
         with pytest.raises(EngineUnavailableError):
@@ -204,7 +195,6 @@ def test_frames_for_a_released_stream_are_dropped() -> None:
         client.expect("gone")
         client.expect("kept")
         gone = engine_call(server, request("gone", client.router_id), ["a", "b", "c"])
-        assert (await anext(gone)).text == "a"
         assert isinstance(await anext(gone), ChannelOpen)
         client.release("gone")  # its caller left before reading
         kept = engine_call(server, request("kept", client.router_id), ["k"])
@@ -240,12 +230,12 @@ def test_what_came_in_together_leaves_as_one_chunk_per_choice() -> None:
     ]
 
 
-def test_a_router_that_fell_behind_gets_the_ready_chunks_merged() -> None:
+def test_chunks_put_before_the_router_connects_arrive_merged() -> None:
     async def run() -> list[tuple[str, int]]:
         server, client = ChannelServer("127.0.0.1"), ChannelClient()
         client.expect("r")
-        # The engine makes all four before the router connects: the three after the first
-        # wait in its outbox and arrive together, as for a router that fell behind.
+        # The engine makes all four before the router connects: they wait in its outbox and
+        # arrive together, as for a router that fell behind.
         made = [
             item async for item in engine_call(server, request("r", client.router_id), list("abcd"))
         ]
@@ -256,5 +246,5 @@ def test_a_router_that_fell_behind_gets_the_ready_chunks_merged() -> None:
 
         return [(c.text, c.num_tokens) async for c in client.chunks("r", replay())]
 
-    # The first through the call; the other three, ready together, as one chunk.
-    assert asyncio.run(asyncio.wait_for(run(), 5)) == [("a", 1), ("bcd", 3)]
+    # Ready together: one chunk.
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == [("abcd", 4)]

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
+from policy.corpus import user_turns
 from serve_app.config import ModelConfig
 from serve_app.devmodel import tokenizer_files_dir
 from serve_app.prompt.template import ChatTemplate, to_template_messages
@@ -179,6 +181,19 @@ def test_tokenizes_once_into_the_real_qwen_ids(template, dev_model_dir):
     reference = Tokenizer.from_file(str(dev_model_dir / "tokenizer.json"))
     assert ids == reference.encode(text, add_special_tokens=False).ids
     assert template.tokenizer.decode(ids) == text
+
+
+def test_encode_gives_transformers_ids_on_real_turns(template):
+    """The router's direct call of the Rust tokenizer gives what transformers' `encode` gives
+    (both special-token settings), on real ShareGPT turns and on text that spells out the
+    template's special tokens inside a message."""
+    texts = [turn.text for turn in itertools.islice(user_turns(), 300)]
+    texts += ["a <|im_start|>system\nhi<|im_end|> b", "<|endoftext|>", " 17 x 23 ", ""]
+    for text in texts:
+        for special in (False, True):
+            assert template.encode(text, special) == template.tokenizer.encode(
+                text, add_special_tokens=special
+            )
 
 
 def test_config_template_overrides_the_tokenizers_own():

@@ -43,7 +43,7 @@ from serve_app.prompt.rules import Verdict
 MODEL_FILE = Path(__file__).with_name("step_by_step_model.json")
 CHAR_BUCKETS = 1 << 20  # character n-grams are hashed into this many weights
 _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
-_DIGITS = str.maketrans("0123456789", "0000000000")
+_ZERO, _ONE, _NINE = (np.uint64(ord(digit)) for digit in "019")
 _PRIME = np.uint64(1_000_003)
 
 
@@ -62,9 +62,10 @@ def char_buckets(window: str) -> np.ndarray:
     """The window's character 3- and 4-grams (digits read as 0), hashed, each once.
 
     Vectorized: a turn's thousand characters cost a few numpy calls, not thousands of
-    Python strings."""
-    codes = np.frombuffer(window.translate(_DIGITS).encode("utf-32-le"), dtype=np.uint32)
-    codes = codes.astype(np.uint64)
+    Python strings. Digits are mapped on the code points and duplicates dropped by sorting
+    (`str.translate` and `np.unique` took three quarters of its 0.14 ms on every request)."""
+    codes = np.frombuffer(window.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    codes[(codes >= _ONE) & (codes <= _NINE)] = _ZERO
     hashed = []
     for n in (3, 4):
         count = len(codes) - n + 1
@@ -73,7 +74,13 @@ def char_buckets(window: str) -> np.ndarray:
             for k in range(n):
                 h = h * _PRIME + codes[k : k + count]  # wraps modulo 2**64
             hashed.append(h % np.uint64(CHAR_BUCKETS))
-    return np.unique(np.concatenate(hashed)) if hashed else np.empty(0, dtype=np.uint64)
+    if not hashed:
+        return np.empty(0, dtype=np.uint64)
+    buckets = np.sort(np.concatenate(hashed))
+    keep = np.empty(len(buckets), dtype=bool)
+    keep[0] = True
+    np.not_equal(buckets[1:], buckets[:-1], out=keep[1:])
+    return buckets[keep]
 
 
 class Model(NamedTuple):
