@@ -128,16 +128,19 @@ def test_the_engine_calls_own_error_after_the_switch_ends_the_stream() -> None:
         client.expect("r")
         address = await server.address()
 
+        read = asyncio.Event()
+
         async def call() -> AsyncIterator[Any]:  # Serve fails the call: the replica died
             yield address
             server.put(client.router_id, "r", chunk("a"))
-            await asyncio.sleep(0.05)  # the chunk's frame leaves and arrives first
+            await read.wait()
             raise ConnectionError("replica died")
 
         seen: list[str] = []
         with pytest.raises(ConnectionError):
             async for c in client.chunks("r", call()):
                 seen.append(c.text)
+                read.set()
         return seen
 
     assert asyncio.run(asyncio.wait_for(run(), 5)) == ["a"]
@@ -155,6 +158,15 @@ def test_a_refusal_before_the_first_chunk_reaches_the_stream_with_its_type() -> 
             return await read_all(client, "r", call)
 
     asyncio.run(asyncio.wait_for(run(), 5))
+
+
+def test_an_engine_stream_without_chunks_ends_through_the_channel() -> None:
+    async def run() -> list[str]:
+        server, client = ChannelServer("127.0.0.1"), ChannelClient()
+        client.expect("r")
+        return await read_all(client, "r", engine_call(server, request("r", client.router_id), []))
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == []
 
 
 def test_a_lost_connection_fails_the_open_streams() -> None:
