@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 
 from serve_app.chunk_channel import ChannelOpen, ChannelServer
 from serve_app.config import ModelConfig, NodeGroupConfig, TracingConfig
+from serve_app.cpu_cores import keep_off_worker_cores, node_processes
 from serve_app.engine_api import (
     EngineChunk,
     EngineRequest,
@@ -72,6 +74,9 @@ class EngineReplica:
             vllm_config.parallel_config.placement_group = get_current_placement_group()
         stat_logger = engine_stat_logger(group.name)
         self.engine = AsyncLLM.from_vllm_config(vllm_config, stat_loggers=[stat_logger])
+        if current_platform.is_cpu():
+            # The replica's cores are the node's: the raylet, which started it, is not bound.
+            keep_off_worker_cores(node_processes(), os.sched_getaffinity(0))
         self._gauges = asyncio.get_running_loop().create_task(keep_gauges_fresh(stat_logger))
         self.router_queue_time = RouterQueueTime()
         self.channel = ChannelServer(get_node_ip_address())
