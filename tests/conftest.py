@@ -3,10 +3,11 @@ tiny dev model) starts once per session and is always shut down, even on failure
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,16 @@ def replica_processes(app: str, deployment: str) -> tuple[psutil.Process, list[p
         if (_cmdline(p) or [""])[0].split(".")[0] == title
     ]
     return replica, replica.children(recursive=True)
+
+
+def thread_cores(process: psutil.Process) -> dict[int, set[int]]:
+    """The cores each thread of `process` may run on, by thread id (threads that ended since
+    they were listed are left out)."""
+    cores = {}
+    for thread in process.threads():
+        with suppress(ProcessLookupError):
+            cores[thread.id] = os.sched_getaffinity(thread.id)
+    return cores
 
 
 def _cmdline(process: psutil.Process) -> list[str]:

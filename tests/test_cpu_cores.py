@@ -13,6 +13,8 @@ import pytest
 
 from serve_app.cpu_cores import keep_off_worker_cores
 
+from .conftest import thread_cores
+
 # The machine's cores, not this process's: a stack started earlier in the session may have
 # bound the test process to the cores its engine's worker leaves free.
 CORES = set(range(os.cpu_count() or 1))
@@ -47,10 +49,6 @@ def spawn() -> Iterator:
         child.wait()
 
 
-def thread_cores(process: psutil.Process) -> list[set[int]]:
-    return [os.sched_getaffinity(thread.id) for thread in process.threads()]
-
-
 def test_every_thread_but_the_workers_leaves_the_workers_core(spawn) -> None:
     worker, other = spawn("VLLM::Worker"), spawn("ray::ServeRepli")
     first, *rest = sorted(CORES)
@@ -59,7 +57,7 @@ def test_every_thread_but_the_workers_leaves_the_workers_core(spawn) -> None:
     free = keep_off_worker_cores([worker, other], CORES)
 
     assert free == set(rest)
-    assert thread_cores(other) == [set(rest), set(rest)]
+    assert list(thread_cores(other).values()) == [set(rest), set(rest)]
     assert worker.cpu_affinity() == [first]
 
 
@@ -69,4 +67,4 @@ def test_workers_bound_to_no_core_of_their_own_change_nothing(spawn) -> None:
         child.cpu_affinity(sorted(CORES))
 
     assert keep_off_worker_cores([worker, other], CORES) == set()
-    assert thread_cores(other) == [CORES, CORES]
+    assert list(thread_cores(other).values()) == [CORES, CORES]
